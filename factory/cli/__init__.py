@@ -1,0 +1,10 @@
+"""The ``factory`` command line. Each command lives in its own module here and
+registers itself on :data:`factory.cli.app.app` when imported below."""
+from factory.cli.app import app  # noqa: F401
+
+# One import per command module; importing registers the commands.
+from factory.cli import train_cmd  # noqa: F401,E402
+
+
+def main() -> None:
+    app()

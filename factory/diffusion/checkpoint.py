@@ -1,0 +1,109 @@
+"""Checkpoints: weights plus the full model and schedule config in one safetensors file.
+
+Layout: tensors = the UNet state dict (EMA weights for a finished model);
+metadata (strings only) = ``format`` ("factory-ddpm"), ``format_version``,
+``model`` (JSON of :class:`ModelConfig`) and ``card`` (JSON: training
+provenance, data attribution, quality numbers). Loading parses JSON and
+tensors only: no code runs. The model id is the SHA-256 of the file bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from factory.diffusion.schedule import ScheduleConfig
+from factory.diffusion.unet import UNet, UNetConfig
+from factory.errors import FactoryError
+
+FORMAT = "factory-ddpm"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.safetensors"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild and use a trained model."""
+
+    unet: UNetConfig
+    schedule: ScheduleConfig
+    hr_pixel_nm: float  # pixel size of the images the model was trained on (and generates)
+    # Training images were scaled to [0, 1] (per image, 99.9th percentile -> 1, clipped),
+    # then mapped to [-1, 1]. Samples are mapped back to [0, 1] "normalized density".
+
+    def to_dict(self) -> dict:
+        return {"unet": self.unet.to_dict(), "schedule": self.schedule.to_dict(), "hr_pixel_nm": self.hr_pixel_nm}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(UNetConfig.from_dict(d["unet"]), ScheduleConfig.from_dict(d["schedule"]), float(d["hr_pixel_nm"]))
+
+
+@dataclass
+class Checkpoint:
+    model: UNet
+    config: ModelConfig
+    card: dict = field(default_factory=dict)
+    model_id: str = ""  # sha256 hex of the file
+    path: Path | None = None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(path: str | Path, model: UNet, config: ModelConfig, card: dict | None = None) -> str:
+    """Write weights + config + card atomically; returns the model id (sha256)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "model": json.dumps(config.to_dict()), "card": json.dumps(card or {}, default=str)}
+    tmp = path.with_name(path.name + ".tmp")
+    safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return file_sha256(path)
+
+
+def resolve(model: str | Path) -> Path:
+    """``default`` -> the shipped model; anything else is a path."""
+    return DEFAULT_MODEL if str(model) == "default" else Path(model)
+
+
+def load(model: str | Path = "default", device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint; any problem with the file becomes one FactoryError sentence."""
+    path = resolve(model)
+    if not path.is_file():
+        hint = " (the shipped default model is missing from this install)" if path == DEFAULT_MODEL else ""
+        raise FactoryError(f"{path}: no such checkpoint file{hint}.")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise FactoryError(f"{path}: not a factory checkpoint (no '{FORMAT}' metadata).")
+            if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+                raise FactoryError(f"{path}: checkpoint format version {meta['format_version']} is newer than this factory supports ({FORMAT_VERSION}); upgrade factory.")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        config = ModelConfig.from_dict(json.loads(meta["model"]))
+        card = json.loads(meta.get("card", "{}"))
+    except FactoryError:
+        raise
+    except Exception as exc:  # safetensors raises several types for truncated / garbage files
+        raise FactoryError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}).") from None
+    net = UNet(config.unet)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        raise FactoryError(f"{path}: weights do not match the model config stored in the file.") from None
+    net.to(device).eval().requires_grad_(False)
+    return Checkpoint(net, config, card, file_sha256(path), path)

@@ -1,0 +1,32 @@
+"""Per-sample randomness: everything random about sample i derives from (run_seed, i).
+
+``SeedSequence(run_seed, spawn_key=(i,))`` gives sample i its own entropy pool,
+independent of batch position, shard size, worker count and restarts. Its
+children are fixed by role, so adding a consumer never shifts another's stream.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_DIFFUSION, _DEGRADATION = 0, 1
+
+
+def _child(run_seed: int, sample_id: int, role: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(run_seed, spawn_key=(int(sample_id), role))
+
+
+def sample_seed(run_seed: int, sample_id: int) -> int:
+    """A 63-bit integer that identifies sample i's randomness (recorded in the manifest)."""
+    return int(np.random.SeedSequence(run_seed, spawn_key=(int(sample_id),)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def diffusion_generator(run_seed: int, sample_id: int) -> torch.Generator:
+    """CPU torch generator for sample i's initial and ancestral noise (drawn on CPU on every device)."""
+    seed = int(_child(run_seed, sample_id, _DIFFUSION).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return torch.Generator().manual_seed(seed)
+
+
+def degradation_rng(run_seed: int, sample_id: int) -> np.random.Generator:
+    """numpy generator for sample i's degradation parameters and noise."""
+    return np.random.default_rng(_child(run_seed, sample_id, _DEGRADATION))
