@@ -15,6 +15,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """factory: synthetic LR/HR pairs for super-resolution microscopy (see README.md)."""
+
+
 def command(name: str | None = None, **kwargs):
     """Register a function as a CLI command with FactoryError -> one sentence, exit 2."""
 

@@ -1,0 +1,96 @@
+"""DDPM training: resumable bit for bit, checkpoints carry their config, bad input is one sentence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from factory import images
+from factory.cli import app
+from factory.diffusion import checkpoint
+from factory.diffusion.train import TrainConfig, prepare_data, state_path, train
+from factory.errors import FactoryError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def train_tif(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_data")
+    rng = np.random.default_rng(1)
+    img = (rng.random((64, 80)) > 0.97).astype(np.float32) * 100  # sparse blinks
+    images.write_tiff(d / "img.tif", img, pixel_nm=10.0)
+    return d / "img.tif"
+
+
+def _cfg(tif, out, **kw) -> TrainConfig:
+    base = dict(data=[str(tif)], out=str(out), preset="tiny", steps=6, batch_size=2, num_timesteps=50,
+                checkpoint_every=3, seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(path):
+    ck = checkpoint.load(path)
+    return {k: v.clone() for k, v in ck.model.state_dict().items()}, ck
+
+
+def test_resume_is_bit_identical(train_tif, tmp_path):
+    train(_cfg(train_tif, tmp_path / "a.safetensors"))
+    train(_cfg(train_tif, tmp_path / "b.safetensors", steps=3))
+    train(_cfg(train_tif, tmp_path / "b.safetensors"))  # resumes at step 3
+    wa, ca = _weights(tmp_path / "a.safetensors")
+    wb, cb = _weights(tmp_path / "b.safetensors")
+    assert ca.card["steps"] == cb.card["steps"] == 6
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_checkpoint_records_config_and_pixel_size(train_tif, tmp_path):
+    out = train(_cfg(train_tif, tmp_path / "m.safetensors", hr_pixel_nm=20.0))
+    ck = checkpoint.load(out)
+    assert ck.config.hr_pixel_nm == 20.0  # 10 nm image sum-binned by 2
+    assert ck.config.schedule.num_timesteps == 50
+    assert ck.config.unet.image_size == 16
+    assert ck.card["train_patches"] > 0 and ck.card["final"] is True
+    assert state_path(out).exists()
+
+
+def test_patches_include_all_flips_and_holdout(train_tif):
+    data = prepare_data(_cfg(train_tif, "unused", holdout_fraction=0.25), 16)
+    assert data.train.shape[0] % 8 == 0 and data.train.shape[1:] == (16, 16)
+    assert data.holdout.shape[0] > 0
+    assert data.train.min() >= -1 and data.train.max() <= 1
+    # the 8 transforms of the first patch are all present
+    n = data.train.shape[0] // 8
+    first = data.train[::n][:8]
+    assert np.allclose(first, images.dihedral8(data.train[0]))
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(preset="huge"), "unknown preset"),
+    (dict(hr_pixel_nm=15.0), "integer multiple"),
+    (dict(patch_size=15), "multiple of"),
+    (dict(steps=0), "--steps"),
+])
+def test_bad_training_config(train_tif, tmp_path, kw, words):
+    with pytest.raises(FactoryError, match=words):
+        train(_cfg(train_tif, tmp_path / "x.safetensors", **kw))
+
+
+def test_state_from_another_config_is_refused(train_tif, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(_cfg(train_tif, out, steps=3))
+    with pytest.raises(FactoryError, match="another model config"):
+        train(_cfg(train_tif, out, num_timesteps=60))
+
+
+def test_cli_train_and_errors(train_tif, tmp_path):
+    out = tmp_path / "cli.safetensors"
+    r = runner.invoke(app, ["train", "--data", str(train_tif), "--out", str(out), "--preset", "tiny",
+                            "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1"])
+    assert r.exit_code == 0, r.output
+    assert checkpoint.load(out).card["steps"] == 2
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "missing.tif"), "--out", str(out)])
+    assert r.exit_code == 2 and "no such file" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--data", str(train_tif), "--out", str(out), "--no-resume"])
+    assert r.exit_code == 2 and "already exists" in r.output
