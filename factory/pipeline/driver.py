@@ -1,0 +1,212 @@
+"""The driver: plan, keep a bounded number of shards in flight, survive lost actors, finalize.
+
+    plan.resolve + plan.prepare           spec written to the store before any work
+    for each shard without a manifest part (ascending):
+        actor.sample_shard(spec, k) -> HR ref -> commit_shard(store, spec, k, HR ref)
+    finalize: totals + dataset card in the group attrs, consolidated metadata
+
+Backpressure: each ready actor holds at most ``DEPTH`` shards (one sampling, one
+queued, so the actor never waits on a commit); the driver holds only object refs
+and counters, never images or manifest rows, so its memory is flat in n.
+
+Faults: any actor or object loss (``RayActorError`` and subclasses such as
+``ActorDiedError`` / ``ActorUnavailableError``, ``ObjectLostError``, ``NodeDiedError``,
+``WorkerCrashedError``) means "shard not done": the shard goes back in the queue and
+the actor is killed and replaced (not pinned to any node; shards go only to actors
+whose model has loaded, so a replacement that cannot be placed never holds work).
+A commit that raises is retried by Ray; one that keeps raising is reported by shard
+id, the other shards still commit, and the store stays resumable.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from factory.errors import FactoryError
+from factory.pipeline import plan as planning
+from factory.pipeline.spec import ClusterConfig, GenerateConfig, RunSpec
+
+DEPTH = 2  # shards per actor in flight
+ACTOR_START_TIMEOUT_S = 900.0  # no actor ready for this long while work is pending: give up
+
+
+@dataclass
+class Progress:
+    n: int  # samples in the run
+    done: int  # samples committed (including those committed by earlier runs)
+    generated: int  # samples committed by this run
+    shards_failed: int
+    shards_retried: int
+    elapsed_s: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.generated / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class RunResult:
+    store: Path
+    n: int
+    generated: int  # samples committed by this run
+    skipped: int  # samples already committed before this run
+    wall_s: float
+    workers: int = 0
+    status: str = "complete"  # complete | already complete | incomplete
+    failed_shards: dict[int, str] = field(default_factory=dict)  # shard -> first line of its error
+    retried: int = 0  # shard re-queues after actor/node loss
+    stored_bytes: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.generated / self.wall_s if self.wall_s > 0 else 0.0
+
+    def failure_sentence(self) -> str:
+        ids = sorted(self.failed_shards)
+        first = self.failed_shards[ids[0]]
+        return (f"{len(ids)} shard(s) failed and were not committed (shard ids {', '.join(map(str, ids))}; "
+                f"first error: {first}); every other shard is committed and {self.store} stays resumable: "
+                f"rerun the same command to retry them.")
+
+
+def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
+             on_progress: Callable[[Progress], None] | None = None) -> RunResult:
+    """Plan (or resume) and run a generate job; returns what happened (see RunResult.status)."""
+    t0 = time.perf_counter()
+    spec, card = planning.resolve(cfg)
+    plan = planning.prepare(Path(cfg.out), spec, card, cfg.overwrite)
+    spec = plan.spec
+    skipped = sum(len(spec.shard_ids(k)) for k in range(spec.num_shards)) - sum(len(spec.shard_ids(k)) for k in plan.todo)
+    if plan.complete:
+        return RunResult(Path(cfg.out), spec.n, 0, skipped, time.perf_counter() - t0, status="already complete")
+    with ray_session(cluster):
+        result = _run(Path(cfg.out).resolve(), spec, plan.todo, cluster, on_progress, skipped, t0)
+    if not result.failed_shards:
+        from factory.pipeline.finalize import finalize
+
+        result.stored_bytes = finalize(Path(cfg.out))
+    else:
+        result.status = "incomplete"
+    result.store, result.wall_s = Path(cfg.out), time.perf_counter() - t0
+    return result
+
+
+@contextlib.contextmanager
+def ray_session(cluster: ClusterConfig):
+    """Use the Ray already initialized in this process, else start the embedded local one or join ``address``."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if cluster.address is None:  # loopback only, no dashboard; Ray's token auth stays as Ray sets it
+            ray.init(num_cpus=max(os.cpu_count() or 1, cluster.workers or 0), include_dashboard=False,
+                     _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
+        else:
+            ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "a local Ray" if cluster.address is None else f"Ray at {cluster.address}"
+        raise FactoryError(f"could not start or join {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _lost_errors() -> tuple[type, ...]:
+    import ray.exceptions as rex
+
+    return (rex.RayActorError, rex.ObjectLostError, rex.NodeDiedError, rex.WorkerCrashedError)
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}".strip(": ")
+
+
+def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfig,
+         on_progress: Callable[[Progress], None] | None, skipped: int, t0: float) -> RunResult:
+    import ray
+
+    from factory.pipeline.actors import start_actor
+    from factory.pipeline.tasks import commit_shard
+
+    resources = ray.cluster_resources()
+    use_gpu = resources.get("GPU", 0) >= 1
+    workers = cluster.workers or max(1, int(resources.get("GPU", 0) if use_gpu else resources.get("CPU", 1)))
+    lost = _lost_errors()
+    commit = commit_shard.options(max_retries=max(0, cluster.commit_attempts - 1), retry_exceptions=True)
+    pending = deque(todo)
+    actors = [start_actor(spec, use_gpu) for _ in range(workers)]
+    starting = {w.ready_ref: w for w in actors}
+    commits: dict = {}  # commit ref -> (shard, worker)
+    losses: Counter = Counter()
+    result = RunResult(store_path, spec.n, 0, skipped, 0.0, workers=workers)
+    replacements, last_actor_error, idle_since = 0, "", time.monotonic()
+
+    def replace(worker, error: BaseException) -> None:
+        nonlocal replacements, last_actor_error
+        last_actor_error = _first_line(error)
+        if worker.alive:
+            worker.alive = False
+            ray.kill(worker.handle, no_restart=True)
+            if replacements < 3 * workers:
+                replacements += 1
+                new = start_actor(spec, use_gpu)
+                actors.append(new)
+                starting[new.ready_ref] = new
+
+    try:
+        while pending or commits:
+            for w in actors:
+                while w.alive and w.ready and w.shards < DEPTH and pending:
+                    k = pending.popleft()
+                    hr_ref = w.handle.sample_shard.remote(spec, k)
+                    commits[commit.remote(str(store_path), spec, k, hr_ref, k in cluster.fail_shards)] = (k, w)
+                    w.shards += 1
+            if any(w.alive and w.ready for w in actors) or commits:
+                idle_since = time.monotonic()
+            elif not starting or time.monotonic() - idle_since > ACTOR_START_TIMEOUT_S:
+                why = last_actor_error or f"none could be placed within {ACTOR_START_TIMEOUT_S:.0f} s"
+                for k in pending:
+                    result.failed_shards[k] = f"no sampler actor is alive ({why})"
+                break
+            ready, _ = ray.wait(list(commits) + list(starting), num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in starting:
+                    w = starting.pop(ref)
+                    try:
+                        w.location, w.ready = ray.get(ref), True
+                    except Exception as exc:  # the actor could not start (model missing on that node, ...)
+                        replace(w, exc)
+                    continue
+                k, w = commits.pop(ref)
+                w.shards -= 1
+                try:
+                    result.generated += ray.get(ref)["samples"]
+                except lost as exc:
+                    if isinstance(exc, ray.exceptions.RayActorError):
+                        replace(w, exc)
+                    losses[k] += 1
+                    if losses[k] > cluster.actor_losses_per_shard:
+                        result.failed_shards[k] = f"lost {losses[k]} times ({_first_line(exc)})"
+                    else:
+                        pending.appendleft(k)
+                        result.retried += 1
+                except ray.exceptions.RayError as exc:
+                    result.failed_shards[k] = _first_line(exc)
+            if on_progress is not None:
+                on_progress(Progress(spec.n, skipped + result.generated, result.generated, len(result.failed_shards),
+                                     result.retried, time.perf_counter() - t0))
+    finally:
+        for w in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(w.handle, no_restart=True)
+    return result
