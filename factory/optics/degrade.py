@@ -1,0 +1,74 @@
+"""HR density -> LR camera frame: the optical degradation as one pure function.
+
+    E = s * M_y @ max(HR, 0) @ M_x^T + b        expected photons per LR pixel, (N, h, w)
+    LR = camera(E, rng)                          uint16 ADU
+
+M_y, M_x blur with the PSF and sum-bin by k (``psf.blur_bin_matrix``; flux-conserving, borders
+reflected). The scale s makes the brightest LR pixel of each image receive exactly
+``params.photons`` expected signal photons (before background); an all-zero HR gives no
+signal. b is the background (``background.background_photons``). The HR's own scale does
+not matter (only its shape does); negative densities are clipped to 0. Work is float32
+unless the HR is float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from factory.errors import FactoryError
+from factory.optics.background import background_photons
+from factory.optics.camera import detect
+from factory.optics.params import DegradationParams
+from factory.optics.psf import blur_bin_matrix
+
+
+def _as_batch(hr: np.ndarray, downsample: int) -> np.ndarray:
+    """Check shape and divisibility; (H, W) or (N, H, W) -> (N, H, W) view."""
+    hr = np.asarray(hr)
+    if hr.ndim not in (2, 3):
+        raise FactoryError(f"the HR image must be (H, W) or (N, H, W), got shape {hr.shape}.")
+    if not np.issubdtype(hr.dtype, np.number) or np.issubdtype(hr.dtype, np.complexfloating):
+        raise FactoryError(f"the HR image must hold real numbers, got {hr.dtype}.")
+    height, width = hr.shape[-2:]
+    if height < downsample or width < downsample or height % downsample or width % downsample:
+        raise FactoryError(f"downsample {downsample} does not divide the HR image size {height}x{width}.")
+    return hr.reshape(-1, height, width)
+
+
+def expected_photons(hr: np.ndarray, hr_pixel_nm: float, params: DegradationParams) -> np.ndarray:
+    """Noise-free expected photons per LR pixel (signal + background): (H, W) -> (H//k, W//k),
+    (N, H, W) -> (N, H//k, W//k). ``params.photons`` is the expected signal at each image's
+    brightest LR pixel after PSF and binning, before background (see the module docstring)."""
+    if not (isinstance(hr_pixel_nm, (int, float)) and math.isfinite(hr_pixel_nm) and hr_pixel_nm > 0):
+        raise FactoryError(f"hr_pixel_nm must be > 0 nm, got {hr_pixel_nm!r}.")
+    k = params.downsample
+    lead = np.shape(hr)[:-2]
+    x = _as_batch(hr, k)  # (N, H, W)
+    n, height, width = x.shape
+    h, w = height // k, width // k
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    sigma_px = params.psf_sigma_nm / hr_pixel_nm
+    m_y = blur_bin_matrix(height, k, sigma_px, params.psf_model).astype(dtype)  # (h, H)
+    m_x_t = np.ascontiguousarray(blur_bin_matrix(width, k, sigma_px, params.psf_model).T, dtype=dtype)  # (W, w)
+    density = np.maximum(x, 0, dtype=dtype)  # (N, H, W) a copy: negative density emits nothing
+    rows = (density.reshape(n * height, width) @ m_x_t).reshape(n, height, w)  # (N, H, w) one GEMM
+    signal = np.matmul(m_y, rows)  # (N, h, w) photons up to the scale s
+    if not np.isfinite(signal).all():
+        raise FactoryError("the HR image contains NaN or infinite values.")
+    peak = signal.max(axis=(1, 2), keepdims=True)  # (N, 1, 1)
+    signal *= np.divide(params.photons, peak, out=np.zeros_like(peak), where=peak > 0)
+    signal += background_photons(params, (n, h, w), hr_pixel_nm * k)  # (N, h, w) or (1, 1, 1)
+    return signal.reshape(*lead, h, w)
+
+
+def degrade(hr: np.ndarray, hr_pixel_nm: float, params: DegradationParams, rng: np.random.Generator) -> np.ndarray:
+    """One noisy LR camera frame per HR image, uint16 ADU, shape (..., H//k, W//k).
+
+    All randomness (shot, EM and read noise) comes from ``rng``; the same generator state
+    gives the same frame bit for bit. The structured background's field comes from
+    ``params.background_seed``, which ``DegradationConfig.draw`` took from the same rng.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}.")
+    return detect(expected_photons(hr, hr_pixel_nm, params), params, rng)
