@@ -4,6 +4,7 @@ from factory.cli.app import app  # noqa: F401
 
 # One import per command module; importing registers the commands.
 from factory.cli import train_cmd  # noqa: F401,E402
+from factory.cli import degrade_cmd  # noqa: F401,E402
 from factory.cli import sample_cmd  # noqa: F401,E402
 from factory.cli import generate_cmd  # noqa: F401,E402
 from factory.cli import structures_cmd  # noqa: F401,E402
