@@ -5,6 +5,7 @@ Images are (N, H, W) stacks of float32. A 2-D TIFF is a stack of one. Pixel size
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,20 +160,32 @@ def write_tiff(path: str | Path, data: np.ndarray, pixel_nm: float | None, overw
     uint8/uint16/int16/float32 go out as ImageJ TIFF (``unit=um`` + XResolution, what Fiji reads); other
     types as plain TIFF with XResolution in pixels per cm (ResolutionUnit 3). :func:`read_stack` reads both.
     """
-    path = Path(path)
+    _write(Path(path), data, data.shape, data.dtype, pixel_nm, overwrite)
+
+
+def write_tiff_frames(path: str | Path, frames: Iterable[np.ndarray], shape: tuple[int, int, int], dtype: np.dtype | type,
+                      pixel_nm: float | None, overwrite: bool = False) -> None:
+    """Like :func:`write_tiff` for an (N, H, W) stack given as N frames of (H, W), written as they come
+    (memory flat in N)."""
+    _write(Path(path), frames, tuple(shape), np.dtype(dtype), pixel_nm, overwrite)
+
+
+def _write(path: Path, data, shape: tuple[int, ...], dtype: np.dtype, pixel_nm: float | None, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FactoryError(f"{path} already exists; pass --overwrite to replace it.")
-    imagej = data.dtype in _IMAGEJ_DTYPES
+    imagej = dtype in _IMAGEJ_DTYPES
     kwargs: dict = {}
     if pixel_nm:
         if imagej:
-            kwargs = {"resolution": (1e3 / pixel_nm, 1e3 / pixel_nm), "metadata": {"unit": "um", "axes": "YX" if data.ndim == 2 else "ZYX"}}
+            kwargs = {"resolution": (1e3 / pixel_nm, 1e3 / pixel_nm), "metadata": {"unit": "um", "axes": "YX" if len(shape) == 2 else "ZYX"}}
         else:
             kwargs = {"resolution": (1e7 / pixel_nm, 1e7 / pixel_nm), "resolutionunit": tifffile.RESUNIT.CENTIMETER}
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tifffile.imwrite(tmp, data, imagej=imagej, photometric="minisblack", **kwargs)  # (3|4, H, W) is not RGB
+        # photometric: a (3|4, H, W) stack is N grey images, not RGB
+        tifffile.imwrite(tmp, data, shape=shape, dtype=dtype, imagej=imagej, photometric="minisblack", **kwargs)
         tmp.replace(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise FactoryError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)

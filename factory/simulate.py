@@ -25,6 +25,7 @@ add the sparse bright spots seen in real STORM images. Each image is scaled like
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -167,12 +168,18 @@ def simulate_image(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarra
     return image
 
 
-def simulate(cfg: SimulationConfig, n: int, seed: int = 0) -> np.ndarray:
-    """n images: (n, H, W) float32 in [0, 1]; image i is the same for every n >= i + 1."""
+def simulate_frames(cfg: SimulationConfig, n: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """The n images one at a time, (H, W) float32 each (memory flat in n); checks the request first."""
     cfg.check()
     if n < 1:
         raise FactoryError(f"the number of images must be at least 1, got {n}.")
+    return (simulate_image(cfg, image_rng(seed, i)) for i in range(n))
+
+
+def simulate(cfg: SimulationConfig, n: int, seed: int = 0) -> np.ndarray:
+    """n images: (n, H, W) float32 in [0, 1]; image i is the same for every n >= i + 1."""
+    frames = simulate_frames(cfg, n, seed)  # checks the request now
     out = np.empty((n, cfg.size_px, cfg.size_px), np.float32)  # (N, H, W)
-    for i in range(n):
-        out[i] = simulate_image(cfg, image_rng(seed, i))
+    for i, image in enumerate(frames):
+        out[i] = image
     return out

@@ -159,3 +159,21 @@ def test_the_real_storm_image():
     patches = images.extract_patches(stack.data[0], 256, 256)
     assert patches.shape == (16, 256, 256)
     assert images.bin_sum(stack.data, 2).sum() == pytest.approx(stack.data[:, :1180, :1190].sum(), rel=1e-6)
+
+
+def test_write_tiff_frames_streams_a_stack_and_leaves_nothing_on_failure(tmp_path):
+    frames = (np.full((6, 7), i, np.float64) for i in range(4))
+    images.write_tiff_frames(tmp_path / "s.tif", frames, (4, 6, 7), np.float64, pixel_nm=12.5)
+    stack = images.read_stack(tmp_path / "s.tif")
+    assert stack.data.shape == (4, 6, 7) and stack.pixel_nm == pytest.approx(12.5)
+    np.testing.assert_array_equal(stack.data[:, 0, 0], [0, 1, 2, 3])
+
+    def failing():
+        yield np.zeros((6, 7), np.float32)
+        raise FactoryError("the producer failed.")
+
+    with pytest.raises(FactoryError, match="producer failed"):
+        images.write_tiff_frames(tmp_path / "t.tif", failing(), (2, 6, 7), np.float32, pixel_nm=None)
+    with pytest.raises(FactoryError, match="already exists"):
+        images.write_tiff_frames(tmp_path / "s.tif", iter([]), (1, 6, 7), np.float32, pixel_nm=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

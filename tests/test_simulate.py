@@ -118,7 +118,8 @@ def test_cli_simulate_writes_a_stack_with_its_pixel_size(tmp_path):
     (["--size", "0"], "--size must be a positive number of pixels"),
     (["--size", "-8"], "--size must be a positive number of pixels"),
     (["--texture", "wavy"], "--texture must be one of punctate, smooth"),
-    (["--persistence-nm", "0"], "persistence_length_nm must be positive"),
+    (["--persistence-length-nm", "0"], "persistence_length_nm must be positive"),
+    (["--background-blinks", "-1"], "background_blinks must be zero or positive"),
     (["--filaments", "3", "1"], "filaments must be a range"),
 ])
 def test_cli_simulate_bad_inputs_are_one_sentence(tmp_path, args, match):

@@ -47,19 +47,22 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", help="Run seed; image i depends only on (seed, i)."),
     filaments: tuple[int, int] = typer.Option((4, 12), "--filaments", help="Filaments per image, min and max."),
     length_nm: tuple[float, float] = typer.Option((3000.0, 20000.0), "--length-nm", help="Filament contour length range, nm."),
-    persistence_nm: float = typer.Option(10000.0, "--persistence-nm", help="Persistence length Lp of the worm-like chains, nm (microtubules in cells: 10-100 um)."),
+    persistence_length_nm: float = typer.Option(10000.0, "--persistence-length-nm", help="Persistence length Lp of the worm-like chains, nm (microtubules in cells: 10-100 um)."),
     width_nm: float = typer.Option(25.0, "--width-nm", help="Microtubule outer diameter, nm."),
     linker_nm: float = typer.Option(15.0, "--linker-nm", help="Label (antibody) distance from the tubule surface, nm."),
     precision_nm: float = typer.Option(15.0, "--precision-nm", help="Localization precision (Gaussian sigma), nm."),
     texture: str = typer.Option("punctate", "--texture", help="punctate: blinking labels like a rendered STORM image; smooth: their expected density (an anti-aliased line)."),
     labels_per_um: float = typer.Option(80.0, "--labels-per-um", help="Mean labels per um of filament (times a per-filament brightness in 0.3-1)."),
     blinks_per_label: float = typer.Option(4.0, "--blinks-per-label", help="Mean localizations per label."),
-    background_per_um2: float = typer.Option(1.5, "--background-per-um2", help="Isolated labels (background blinks) per um^2."),
+    background_per_um2: float = typer.Option(1.5, "--background-per-um2", help="Isolated labels (background spots) per um^2."),
+    background_blinks: float = typer.Option(12.0, "--background-blinks", help="Mean localizations per isolated label."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Simulate microtubule images with the mathematical model (worm-like chains, labels, blinks): the DDPM's baseline."""
+    import numpy as np
+
     from factory import images
-    from factory.simulate import SimulationConfig, Texture, simulate
+    from factory.simulate import SimulationConfig, Texture, simulate_frames
 
     textures = [t.value for t in Texture]
     if texture not in textures:
@@ -69,11 +72,12 @@ def simulate_command(
     if size < 1:
         raise FactoryError(f"--size must be a positive number of pixels, got {size}.")
     cfg = SimulationConfig(size_px=size, pixel_nm=pixel_nm, filaments=filaments, length_nm=length_nm,
-                           persistence_length_nm=persistence_nm, width_nm=width_nm, linker_nm=linker_nm,
+                           persistence_length_nm=persistence_length_nm, width_nm=width_nm, linker_nm=linker_nm,
                            precision_nm=precision_nm, texture=Texture(texture), labels_per_um=labels_per_um,
-                           blinks_per_label=blinks_per_label, background_per_um2=background_per_um2)
+                           blinks_per_label=blinks_per_label, background_per_um2=background_per_um2,
+                           background_blinks=background_blinks)
     cfg.check()
     check_output(out, overwrite)
-    stack = simulate(cfg, n, seed)  # (N, H, W)
-    images.write_tiff(out, stack, pixel_nm=pixel_nm, overwrite=overwrite)
+    frames = simulate_frames(cfg, n, seed)  # n x (H, W), written as they come
+    images.write_tiff_frames(out, frames, (n, size, size), np.float32, pixel_nm=pixel_nm, overwrite=overwrite)
     console.print(f"{n} images of {size} x {size} pixels at {pixel_nm:g} nm written to {out}")
