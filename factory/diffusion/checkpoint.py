@@ -69,10 +69,21 @@ def save(path: str | Path, model: UNet, config: ModelConfig, card: dict | None =
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
             "model": json.dumps(config.to_dict()), "card": json.dumps(card or {}, default=str)}
     tmp = path.with_name(path.name + ".tmp")
-    safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
+    tmp.write_bytes(_canonical(safetensors.torch.save(tensors, metadata=meta)))
     tmp.chmod(0o644)
     tmp.replace(path)
     return file_sha256(path)
+
+
+def _canonical(blob: bytes) -> bytes:
+    """Sort the header's metadata keys: safetensors writes them in hash-map order, which differs
+    between runs, and the model id (file sha256) must only depend on weights, config and card."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8-byte alignment
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
 def resolve(model: str | Path) -> Path:

@@ -1,0 +1,124 @@
+"""Checkpoints: exact round trip, model id = file sha256, bad files are one FactoryError, loading runs no code."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+
+import pytest
+import safetensors.torch
+import torch
+
+from factory.diffusion import checkpoint
+from factory.diffusion.checkpoint import ModelConfig
+from factory.diffusion.schedule import ScheduleConfig
+from factory.diffusion.unet import PRESETS, UNet
+from factory.errors import FactoryError
+
+CONFIG = ModelConfig(PRESETS["tiny"], ScheduleConfig(num_timesteps=50), hr_pixel_nm=40.0)
+
+
+def random_unet(seed: int) -> UNet:
+    """A tiny UNet with every weight random (the zero-initialized output layers too), so outputs are not all 0."""
+    torch.manual_seed(seed)
+    net = UNet(CONFIG.unet)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    return net.eval()
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    net = random_unet(0)
+    card = {"name": "test", "attribution": "Inês Cunha, CC-BY-4.0 — example", "steps": 3}
+    model_id = checkpoint.save(tmp_path / "m.safetensors", net, CONFIG, card)
+    ck = checkpoint.load(tmp_path / "m.safetensors")
+    assert ck.config == CONFIG and ck.card == card and ck.path == tmp_path / "m.safetensors"
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3.0, 40.0])
+    with torch.no_grad():
+        expected = net(x, t)
+        assert expected.abs().max() > 0.1
+        assert torch.equal(ck.model(x, t), expected)
+    assert not any(p.requires_grad for p in ck.model.parameters()) and not ck.model.training
+    assert model_id == ck.model_id == hashlib.sha256((tmp_path / "m.safetensors").read_bytes()).hexdigest()
+
+
+def test_model_id_is_stable_and_tracks_weights(tmp_path):
+    net = random_unet(1)
+    a = checkpoint.save(tmp_path / "a.safetensors", net, CONFIG)
+    b = checkpoint.save(tmp_path / "b.safetensors", net, CONFIG)
+    assert a == b  # same weights + config -> same bytes -> same id
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] += 1e-3
+    c = checkpoint.save(tmp_path / "c.safetensors", net, CONFIG)
+    assert c != a and checkpoint.load(tmp_path / "c.safetensors").model_id == c
+
+
+def test_config_round_trip():
+    for preset in PRESETS.values():
+        cfg = ModelConfig(preset, ScheduleConfig(), 20.0)
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.fixture(scope="module")
+def good_bytes(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("ck") / "good.safetensors"
+    checkpoint.save(path, random_unet(2), CONFIG)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("case, words", [
+    ("truncated", "corrupt or truncated"),
+    ("random_bytes", "corrupt or truncated"),
+    ("empty", "corrupt or truncated"),
+    ("foreign_safetensors", "not a factory checkpoint"),
+    ("newer_version", "newer than this factory supports"),
+    ("wrong_weights", "weights do not match"),
+    ("missing", "no such checkpoint file"),
+])
+def test_bad_files_raise_one_sentence(case, words, good_bytes, tmp_path):
+    path = tmp_path / f"{case}.safetensors"
+    if case == "truncated":
+        path.write_bytes(good_bytes[: len(good_bytes) - 100])
+    elif case == "random_bytes":
+        path.write_bytes(bytes(range(256)) * 16)
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "foreign_safetensors":
+        safetensors.torch.save_file({"weight": torch.ones(4)}, str(path))
+    elif case == "newer_version":
+        safetensors.torch.save_file({"weight": torch.ones(4)}, str(path),
+                                    metadata={"format": checkpoint.FORMAT, "format_version": "99", "model": "{}"})
+    elif case == "wrong_weights":
+        safetensors.torch.save_file({"weight": torch.ones(4)}, str(path),
+                                    metadata={"format": checkpoint.FORMAT, "format_version": "1",
+                                              "model": json.dumps(CONFIG.to_dict()), "card": "{}"})
+    with pytest.raises(FactoryError, match=words) as err:
+        checkpoint.load(path)
+    message = str(err.value)
+    assert "\n" not in message and message.endswith(".") and str(path) in message
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("container", ["raw_pickle", "torch_save"])
+def test_loading_executes_no_code(container, tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.safetensors"
+    if container == "raw_pickle":
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        torch.save({"state": _Payload(marker)}, path)
+    pickle.loads(pickle.dumps(_Payload(tmp_path / "control")))  # the payload really does run when unpickled
+    assert (tmp_path / "control").exists()
+    with pytest.raises(FactoryError, match="corrupt or truncated"):
+        checkpoint.load(path)
+    assert not marker.exists()
