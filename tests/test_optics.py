@@ -222,6 +222,12 @@ def test_shapes_and_batch_equals_single(params):
     assert degrade(hr[0], HR_PIXEL_NM, params, np.random.default_rng(0)).shape == (8, 12)
 
 
+def test_negative_density_emits_nothing(params):
+    hr = filaments((2, 32, 32)) - 0.1
+    np.testing.assert_array_equal(expected_photons(hr, HR_PIXEL_NM, params),
+                                  expected_photons(np.maximum(hr, 0), HR_PIXEL_NM, params))
+
+
 @pytest.mark.parametrize("hr,pixel_nm,match", [
     (np.ones((30, 32)), HR_PIXEL_NM, "downsample 4 does not divide"),
     (np.ones((2, 2, 32, 32)), HR_PIXEL_NM, r"\(H, W\) or \(N, H, W\)"),

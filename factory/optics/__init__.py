@@ -8,8 +8,8 @@
 Modules, in the order light meets them: ``psf`` (kernel, blur+bin matrix), ``background``,
 ``camera``; ``degrade`` chains them; ``params`` / ``config`` hold the values and their ranges.
 """
-from factory.optics.params import DegradationParams, PsfModel  # noqa: I001  (params before config)
 from factory.optics.config import DegradationConfig, Range
 from factory.optics.degrade import degrade, expected_photons
+from factory.optics.params import DegradationParams, PsfModel
 
 __all__ = ["DegradationConfig", "DegradationParams", "PsfModel", "Range", "degrade", "expected_photons"]

@@ -9,10 +9,15 @@ reflected). The scale s makes the brightest LR pixel of each image receive exact
 signal. b is the background (``background.background_photons``). The HR's own scale does
 not matter (only its shape does); negative densities are clipped to 0. Work is float32
 unless the HR is float64.
+
+Cost (benchmarks/degrade.py, one core): ~0.6 ms per 256x256 -> 64x64 image, most of it the
+Poisson draws. Run one call per core (a 1-CPU Ray task gets OMP_NUM_THREADS=1): at these sizes
+BLAS threads gain little, and on a machine whose cores are busy they cost milliseconds per call.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -40,7 +45,7 @@ def expected_photons(hr: np.ndarray, hr_pixel_nm: float, params: DegradationPara
     """Noise-free expected photons per LR pixel (signal + background): (H, W) -> (H//k, W//k),
     (N, H, W) -> (N, H//k, W//k). ``params.photons`` is the expected signal at each image's
     brightest LR pixel after PSF and binning, before background (see the module docstring)."""
-    if not (isinstance(hr_pixel_nm, (int, float)) and math.isfinite(hr_pixel_nm) and hr_pixel_nm > 0):
+    if not (isinstance(hr_pixel_nm, numbers.Real) and math.isfinite(hr_pixel_nm) and hr_pixel_nm > 0):
         raise FactoryError(f"hr_pixel_nm must be > 0 nm, got {hr_pixel_nm!r}.")
     k = params.downsample
     lead = np.shape(hr)[:-2]
@@ -51,7 +56,9 @@ def expected_photons(hr: np.ndarray, hr_pixel_nm: float, params: DegradationPara
     sigma_px = params.psf_sigma_nm / hr_pixel_nm
     m_y = blur_bin_matrix(height, k, sigma_px, params.psf_model).astype(dtype)  # (h, H)
     m_x_t = np.ascontiguousarray(blur_bin_matrix(width, k, sigma_px, params.psf_model).T, dtype=dtype)  # (W, w)
-    density = np.maximum(x, 0, dtype=dtype)  # (N, H, W) a copy: negative density emits nothing
+    density = x.astype(dtype, copy=False)  # (N, H, W)
+    if density.min() < 0:
+        density = np.maximum(density, 0)  # a copy: negative density emits nothing
     rows = (density.reshape(n * height, width) @ m_x_t).reshape(n, height, w)  # (N, H, w) one GEMM
     signal = np.matmul(m_y, rows)  # (N, h, w) photons up to the scale s
     if not np.isfinite(signal).all():
@@ -66,7 +73,8 @@ def degrade(hr: np.ndarray, hr_pixel_nm: float, params: DegradationParams, rng: 
     """One noisy LR camera frame per HR image, uint16 ADU, shape (..., H//k, W//k).
 
     All randomness (shot, EM and read noise) comes from ``rng``; the same generator state
-    gives the same frame bit for bit. The structured background's field comes from
+    gives the same frame bit for bit (on one platform: another CPU's BLAS kernels may round
+    the float32 expectation differently in the last bit, which can flip a rare Poisson draw). The structured background's field comes from
     ``params.background_seed``, which ``DegradationConfig.draw`` took from the same rng.
     """
     if not isinstance(rng, np.random.Generator):

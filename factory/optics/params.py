@@ -52,10 +52,11 @@ class Bound:
 
 
 MAX_BIT_DEPTH = 16  # output is uint16
+MAX_PHOTONS = 1e9  # far beyond any pixel's full well; keeps Poisson draws finite
 
 BOUNDS: dict[str, Bound] = {
-    "photons": Bound(0.0, unit="photons"),
-    "background_photons": Bound(0.0, unit="photons per LR pixel"),
+    "photons": Bound(0.0, MAX_PHOTONS, unit="photons"),
+    "background_photons": Bound(0.0, MAX_PHOTONS, unit="photons per LR pixel"),
     "background_variation": Bound(0.0, 5.0),
     "background_sigma_nm": Bound(0.0, low_open=True, unit="nm"),
     "psf_sigma_nm": Bound(0.0, low_open=True, unit="nm"),
