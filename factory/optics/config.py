@@ -148,7 +148,7 @@ class DegradationConfig:
     def draw(self, rng: np.random.Generator) -> DegradationParams:
         """One sample's parameters. Always consumes the same draws from rng, fixed or not, so
         that fixing one parameter never shifts another's value or the noise that follows."""
-        u = rng.random(len(RANGE_FIELDS))  # (13,) uniforms, one per range field, in RANGE_FIELDS order
+        u = rng.random(len(RANGE_FIELDS))  # (len(RANGE_FIELDS),) one uniform per range field, in order
         background_seed = int(rng.integers(0, 2**63 - 1))
         v = {name: (None if getattr(self, name) is None else getattr(self, name).sample(ui, name in INTEGER_FIELDS))
              for name, ui in zip(RANGE_FIELDS, u)}
