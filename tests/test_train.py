@@ -94,3 +94,13 @@ def test_cli_train_and_errors(train_tif, tmp_path):
     assert r.exit_code == 2 and "no such file" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "--data", str(train_tif), "--out", str(out), "--no-resume"])
     assert r.exit_code == 2 and "already exists" in r.output
+
+
+def test_trains_on_a_localization_table(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(0, 640, 300), rng.uniform(0, 640, 50)])
+    y = np.concatenate([np.full(300, 320.0), rng.uniform(0, 640, 50)])
+    (tmp_path / "locs.csv").write_text("x,y\n" + "\n".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y)))
+    out = train(_cfg(tmp_path / "locs.csv", tmp_path / "m.safetensors", hr_pixel_nm=20.0, steps=2))
+    ck = checkpoint.load(out)
+    assert ck.config.hr_pixel_nm == 20.0 and ck.card["training_images"] == ["locs.csv"]

@@ -10,7 +10,7 @@ from factory.cli.app import command, console
 
 @command("train")
 def train_command(
-    data: list[Path] = typer.Option(..., "--data", help="TIFF image(s), (N, H, W) stack(s) or folder(s) of TIFFs; repeat for several."),
+    data: list[Path] = typer.Option(..., "--data", help="TIFF image(s), (N, H, W) stack(s), SMLM localization tables (.csv, x/y in nm; rendered at --hr-pixel-nm) or folders of them; repeat for several."),
     out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors); <out>.state.pt holds the resumable training state."),
     preset: str = typer.Option("small", help="UNet preset: small (CPU), paper (Saguy et al., GPU) or tiny (tests)."),
     steps: int = typer.Option(20000, min=1, help="Total optimizer steps (a resumed run continues up to this)."),

@@ -19,6 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from factory import images
+from factory.render import load_training_image
 from factory.device import autocast, pick_device
 from factory.diffusion import checkpoint
 from factory.diffusion.schedule import ScheduleConfig, alphas_cumprod
@@ -62,8 +63,9 @@ def prepare_data(cfg: TrainConfig, patch: int) -> TrainingData:
     """Read, bin, normalize, split (right strip held out) and cut patches."""
     stride = cfg.patch_stride or max(1, patch // 4)
     train, holdout, sources, pixel = [], [], [], None
-    for path in images.find_tiffs(cfg.data):
-        stack = images.read_stack(path)
+    for path in images.find_training_files(cfg.data):
+        # localization tables (.csv) are rendered straight at the HR pixel size
+        stack = load_training_image(path, cfg.hr_pixel_nm or cfg.data_pixel_nm)
         src_nm = stack.pixel_nm or cfg.data_pixel_nm
         hr_nm = cfg.hr_pixel_nm or src_nm
         if src_nm is None or hr_nm is None:
