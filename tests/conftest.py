@@ -43,3 +43,36 @@ def ray_local():
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_store(tiny_model, tmp_path_factory) -> Path:
+    """One complete store per session, made by the real driver (``generate``) on a real local Ray:
+    n=22 in shards of 4 (6 shards, the last holds 2), HR 32x32 px at 20 nm, LR 8x8 px at 80 nm,
+    photons log-uniform in [100, 2000], seed 1. Uses the Ray of the current module when one is
+    running, else starts one (2 CPUs, own temp dir) and shuts it down after. Treat it as read-only:
+    copy it (``shutil.copytree``) before changing it."""
+    import json
+
+    import ray
+
+    from factory.pipeline.driver import generate
+    from factory.pipeline.spec import ClusterConfig, GenerateConfig
+
+    d = tmp_path_factory.mktemp("small_store")
+    degradation = d / "degradation.json"
+    degradation.write_text(json.dumps({"schema_version": 1, "downsample": 4,
+                                       "photons": {"low": 100, "high": 2000, "log": True}}))
+    cfg = GenerateConfig(n=22, out=d / "small.zarr", model=str(tiny_model), sampler={"kind": "dpmpp", "steps": 4, "eta": 0.0},
+                         batch_size=4, shard_size=4, seed=1, degradation=degradation, hr_size=32)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
+                 configure_logging=False)
+    try:
+        result = generate(cfg, ClusterConfig(workers=2))
+    finally:
+        if started:
+            ray.shutdown()
+    assert result.status == "complete", result
+    return cfg.out
