@@ -27,15 +27,8 @@ unselected samples dropped, and its samples pass through a shuffle buffer of ``s
 samples (draw a random slot, yield it, put the next sample there) seeded by
 ``(seed, epoch, rank, worker)``. Same seed, epoch, ranks and workers -> the same order.
 
-**Values.** HR is stored as normalized density in [0, 1] and LR as camera ADU (uint16).
-``normalize`` (LR) / ``normalize_hr``:
-
-- ``none``: as stored, as float32 (LR in ADU);
-- ``percentile``: per image (x - p_lo) / (p_hi - p_lo + 1e-20) with ``percentiles`` = (p_lo, p_hi)
-  (CSBDeep's ``normalize``, Weigert et al. 2018; default 1 and 99.8);
-- ``camera`` (LR only): photo-electrons (ADU - offset_adu) * gain_e_per_adu / em_gain from each
-  sample's manifest row (the inverse of :mod:`factory.optics.camera` without noise and clipping).
-
+**Values.** ``normalize`` (LR) and ``normalize_hr``: ``none`` | ``percentile`` (per image) |
+``camera`` (LR only, photo-electrons from each sample's manifest row); see :mod:`factory.normalize`.
 ``upsample`` brings LR to the HR grid (``torch.nn.functional.interpolate``, ``nearest`` or
 ``bilinear`` with ``align_corners=False``) for same-size CARE training. The store is opened
 lazily in each worker process (never pickled open).
@@ -44,7 +37,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Iterator
 
@@ -55,22 +47,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from factory.errors import FactoryError
+from factory.normalize import CAMERA_FIELDS, Normalization, Upsample, normalize
 from factory.pipeline import schemas
 from factory.store import Store
 
-CAMERA_FIELDS = ("offset_adu", "gain_e_per_adu", "em_gain")
-
-
-class Normalization(str, Enum):
-    none = "none"  # as stored (LR ADU, HR normalized density), float32
-    percentile = "percentile"  # per image (x - p_lo) / (p_hi - p_lo)
-    camera = "camera"  # LR only: photo-electrons = (ADU - offset_adu) * gain_e_per_adu / em_gain
-
-
-class Upsample(str, Enum):
-    none = "none"  # LR stays (1, h, w)
-    nearest = "nearest"  # each LR pixel repeated k x k: (1, H, W)
-    bilinear = "bilinear"  # (1, H, W), align_corners=False
+__all__ = ["CAMERA_FIELDS", "DataConfig", "Normalization", "PairDataset", "Upsample", "make_loader", "normalize",
+           "shuffle_buffer", "upsample"]
 
 
 @dataclass(frozen=True)
@@ -112,29 +94,6 @@ def distributed_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def percentile_normalize(x: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """Per image (x - p_lo) / (p_hi - p_lo + 1e-20) over the last two axes: (N, H, W) -> (N, H, W) float32."""
-    lo, hi = np.percentile(x, percentiles, axis=(-2, -1), keepdims=True)  # (N, 1, 1) each
-    return ((x - lo) / (hi - lo + 1e-20)).astype(np.float32)
-
-
-def camera_electrons(lr_adu: np.ndarray, offset_adu, gain_e_per_adu, em_gain) -> np.ndarray:
-    """ADU -> photo-electrons per pixel: (ADU - offset) * gain / em_gain; per-sample parameters of shape (N,)."""
-    col = lambda v: np.asarray(v, np.float64).reshape(-1, 1, 1)  # noqa: E731  (N, 1, 1)
-    return ((lr_adu - col(offset_adu)) * (col(gain_e_per_adu) / col(em_gain))).astype(np.float32)
-
-
-def normalize(x: np.ndarray, how: Normalization, percentiles: tuple[float, float] = (1.0, 99.8),
-              camera: dict | None = None) -> np.ndarray:
-    """Apply one Normalization to a (N, H, W) block; ``camera`` holds the CAMERA_FIELDS arrays of the N samples."""
-    how = Normalization(how)
-    if how is Normalization.percentile:
-        return percentile_normalize(x.astype(np.float32), percentiles)
-    if how is Normalization.camera:
-        return camera_electrons(x, *(camera[name] for name in CAMERA_FIELDS))
-    return x.astype(np.float32, copy=False)
 
 
 def upsample(lr: torch.Tensor, size: tuple[int, int], how: Upsample) -> torch.Tensor:

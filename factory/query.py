@@ -15,7 +15,6 @@ line, e.g. ``Binder Error: Referenced column "foo" not found in FROM clause!``).
 """
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import duckdb
@@ -28,12 +27,6 @@ from factory.store import Store
 
 AUDIT_DIR = "audit"
 AUDIT_FILE = "audit.parquet"
-
-
-class OutputFormat(str, Enum):
-    table = "table"  # a rich table on the terminal
-    csv = "csv"  # CSV to --out or stdout
-    parquet = "parquet"  # Parquet to --out (required)
 
 
 def open_store(path: str | Path) -> Store:
