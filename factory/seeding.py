@@ -7,7 +7,6 @@ children are fixed by role, so adding a consumer never shifts another's stream.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 _DIFFUSION, _DEGRADATION = 0, 1
 
@@ -23,6 +22,8 @@ def sample_seed(run_seed: int, sample_id: int) -> int:
 
 def diffusion_generator(run_seed: int, sample_id: int) -> torch.Generator:
     """CPU torch generator for sample i's initial and ancestral noise (drawn on CPU on every device)."""
+    import torch  # here, not at module level: CPU-only consumers (degrade tasks) need no torch
+
     seed = int(_child(run_seed, sample_id, _DIFFUSION).generate_state(1, np.uint64)[0] >> np.uint64(1))
     return torch.Generator().manual_seed(seed)
 

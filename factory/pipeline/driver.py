@@ -106,6 +106,7 @@ def ray_session(cluster: ClusterConfig):
         return
     try:
         if cluster.address is None:  # loopback only, no dashboard; Ray's token auth stays as Ray sets it
+            _loopback_only()
             ray.init(num_cpus=max(os.cpu_count() or 1, cluster.workers or 0), include_dashboard=False,
                      _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
         else:
@@ -117,6 +118,22 @@ def ray_session(cluster: ClusterConfig):
         yield
     finally:
         ray.shutdown()
+
+
+def _loopback_only() -> None:
+    """Make the embedded Ray listen on 127.0.0.1 only.
+
+    Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the host's routable IP and then
+    binds its gRPC servers to all interfaces. With ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    (the single-machine mode Ray uses on macOS/Windows) the node IP stays 127.0.0.1 and every
+    server (GCS, raylet, object manager, workers, agents) binds to loopback. The variable is
+    read at import, so it is set in the environment (for the processes Ray spawns) and on
+    the already imported constants (for this process). Checked by tests/test_generate.py.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _lost_errors() -> tuple[type, ...]:
