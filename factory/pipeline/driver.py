@@ -186,7 +186,7 @@ def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfi
                 while w.alive and w.ready and w.shards < DEPTH and pending:
                     k = pending.popleft()
                     hr_ref = w.handle.sample_shard.remote(spec, k)
-                    commits[commit.remote(str(store_path), spec, k, hr_ref, k in cluster.fail_shards)] = (k, w)
+                    commits[commit.remote(str(store_path), spec, k, hr_ref)] = (k, w)
                     w.shards += 1
             if any(w.alive and w.ready for w in actors) or commits:
                 idle_since = time.monotonic()

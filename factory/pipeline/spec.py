@@ -43,7 +43,6 @@ class ClusterConfig:
     max_in_flight: int | None = None  # shards sampling or committing at once; None = 2 per worker
     commit_attempts: int = 3  # tries of a shard's degrade+commit task before it is reported failed
     actor_losses_per_shard: int = 4  # re-queues of one shard after actor/node loss before it is reported failed
-    fail_shards: tuple[int, ...] = ()  # TEST HOOK ONLY (tests/test_faults.py): these shards' commit always raises
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,6 @@ from factory.pipeline.spec import RunSpec
 from factory.store import Store, now_utc, sample_checksum
 
 
-class InjectedFault(RuntimeError):
-    """Raised by the test-only ``fail_shards`` hook (tests/test_faults.py); never reachable from the CLI."""
-
-
 def degrade_shard(spec: RunSpec, shard: int, hr: np.ndarray, device: str) -> tuple[np.ndarray, pa.Table]:
     """LR images and manifest rows of one shard: hr (S, H, W) float32 -> lr (S, h, w) uint16, table of S rows."""
     from factory.optics import degrade
@@ -62,14 +58,12 @@ def image_stats(hr: np.ndarray, lr: np.ndarray) -> dict:
 
 
 @ray.remote(num_cpus=0)
-def commit_shard(store_path: str, spec: RunSpec, shard: int, sampled: dict, fail: bool = False) -> dict:
+def commit_shard(store_path: str, spec: RunSpec, shard: int, sampled: dict) -> dict:
     """Degrade shard k's HR images and commit the shard; returns {shard, samples, host}.
 
     ``sampled`` is the sampler actor's result ({"hr": (S, H, W) float32, "device": str}),
     passed by reference, so the HR block goes from the actor to this task without the driver.
     """
-    if fail:
-        raise InjectedFault(f"injected failure of shard {shard} (test hook)")
     hr = np.asarray(sampled["hr"], dtype=np.float32)  # (S, H, W)
     lr, table = degrade_shard(spec, shard, hr, sampled["device"])
     Store.open(store_path, writable=True).write_shard(shard, hr, lr, table)

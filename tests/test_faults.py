@@ -1,0 +1,115 @@
+"""Faults on a real multi-node Ray (``ray.cluster_utils.Cluster``: a 0-CPU head, 2 one-CPU
+worker nodes, one sampler actor each): a node hard-killed while shards are in flight, and
+a shard whose commit fails on every attempt. Nothing is mocked: the node is removed with
+its processes killed, and the failing commit is a real filesystem error (a directory
+sitting where that shard's zarr file must go), reached through the real CLI.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from typer.testing import CliRunner
+
+from factory.cli import app
+from factory.pipeline import plan as planning
+from factory.pipeline.driver import generate
+from factory.pipeline.spec import ClusterConfig, GenerateConfig
+from factory.store import Store, sample_checksum
+
+N, SHARD = 16, 2
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    fast_failure_detection = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                              "health_check_failure_threshold": 3}
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": tmp,
+                                                      "_system_config": fast_failure_detection})
+    for _ in range(2):
+        c.add_node(num_cpus=1, temp_dir=tmp)
+    ray.init(address=c.address, configure_logging=False, log_to_driver=False)
+    yield c, tmp
+    ray.shutdown()
+    c.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def config(tiny_model, out) -> GenerateConfig:
+    return GenerateConfig(n=N, out=out, model=str(tiny_model), sampler={"kind": "dpmpp", "steps": 6, "eta": 0.0},
+                          batch_size=2, shard_size=SHARD, seed=11)
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, tiny_model, tmp_path_factory):
+    """An uninterrupted run on both nodes."""
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    result = generate(config(tiny_model, out), ClusterConfig(workers=2))
+    assert result.status == "complete" and result.retried == 0
+    return Store.open(out)
+
+
+def assert_every_sample_once_and_verified(store: Store) -> None:
+    m = store.manifest(["sample_id", "hr_checksum", "lr_checksum"]).to_pylist()
+    assert [r["sample_id"] for r in m] == list(range(store.n))
+    for r in m:
+        i = r["sample_id"]
+        assert sample_checksum(store.hr[i]) == r["hr_checksum"] and sample_checksum(store.lr[i]) == r["lr_checksum"]
+
+
+def test_a_node_killed_mid_run_loses_no_sample_and_changes_no_byte(cluster, reference, tiny_model, tmp_path):
+    cluster, temp_dir = cluster
+    removed = []
+
+    def kill_a_node_after_the_first_commit(progress) -> None:
+        if progress.done >= SHARD and not removed:
+            node = next(iter(cluster.worker_nodes))
+            cluster.remove_node(node, allow_graceful=False)  # SIGKILL of its raylet, actor and tasks
+            removed.append(node)
+            cluster.add_node(num_cpus=1, temp_dir=temp_dir)  # room for the replacement actor
+
+    out = tmp_path / "faulty.zarr"
+    result = generate(config(tiny_model, out), ClusterConfig(workers=2), on_progress=kill_a_node_after_the_first_commit)
+    assert removed, "the run finished before a node could be removed"
+    assert result.status == "complete" and not result.failed_shards
+    assert result.retried >= 1, "no shard was in flight on the killed node"
+    store = Store.open(out)
+    assert store.complete
+    assert_every_sample_once_and_verified(store)
+    np.testing.assert_array_equal(store.hr[:], reference.hr[:])
+    np.testing.assert_array_equal(store.lr[:], reference.lr[:])
+
+
+def test_a_shard_that_keeps_failing_is_reported_and_nothing_else_is_lost(cluster, reference, tiny_model, tmp_path):
+    out = tmp_path / "blocked.zarr"
+    spec, card = planning.resolve(config(tiny_model, out))
+    planning.prepare(out, spec, card, overwrite=False)
+    obstacle = out / "hr" / "c" / "3" / "0" / "0"  # where zarr must put shard 3 of hr
+    obstacle.mkdir(parents=True)
+    (obstacle / "in-the-way").write_text("a directory where a file must go: every write of shard 3 fails")
+    args = ["generate", "--n", str(N), "--out", str(out), "--model", str(tiny_model), "--steps", "6",
+            "--batch-size", "2", "--shard-size", str(SHARD), "--seed", "11", "--workers", "2"]
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "1 shard(s) failed" in text and "shard ids 3;" in text and "rerun the same command" in text
+    store = Store.open(out)
+    assert store.attrs["status"] == "planned"
+    assert store.committed_shards() == [k for k in range(N // SHARD) if k != 3]
+    assert not list(store.manifest_dir.glob(".part-*"))  # no temp left behind
+
+    shutil.rmtree(obstacle)  # the fault is fixed: the same command completes the store
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = Store.open(out)
+    assert store.complete
+    assert_every_sample_once_and_verified(store)
+    np.testing.assert_array_equal(store.hr[:], reference.hr[:])
+    assert store.manifest().drop_columns(["created_at", "host"]).equals(
+        reference.manifest().drop_columns(["created_at", "host"]))
