@@ -55,9 +55,12 @@ def training_regions(cfg: TrainConfig, hr_pixel_nm: float) -> list[np.ndarray]:
 
 
 def settings(args, T: int) -> list[SamplerConfig]:
-    out = [SamplerConfig(SamplerKind.ddim, s) for s in args.ddim_steps]
-    out += [SamplerConfig(SamplerKind.dpmpp, s) for s in args.dpmpp_steps]
-    return out + [SamplerConfig(SamplerKind.ddpm, min(args.ddpm_steps, T))]
+    clip = not args.no_clip
+    out = [SamplerConfig(SamplerKind.ddim, s, clip_x0=clip) for s in args.ddim_steps]
+    out += [SamplerConfig(SamplerKind.dpmpp, s, clip_x0=clip) for s in args.dpmpp_steps]
+    if args.ddpm_steps > 0:
+        out.append(SamplerConfig(SamplerKind.ddpm, min(args.ddpm_steps, T), clip_x0=clip))
+    return out
 
 
 def row(name: str, s_per_image: str, hr: np.ndarray, real: np.ndarray, ncc: np.ndarray) -> str:
@@ -77,7 +80,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ddim-steps", type=int, nargs="*", default=[10, 25, 50, 100])
     ap.add_argument("--dpmpp-steps", type=int, nargs="*", default=[10, 20])
-    ap.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral DDPM steps (respaced from T; capped at T)")
+    ap.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral DDPM steps (respaced from T; capped at T; 0 skips)")
+    ap.add_argument("--no-clip", action="store_true", help="do not clip x0 predictions to [-1, 1] (to measure what clipping does)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
     ap.add_argument("--out", default=None, help="markdown file [default: <model>.quality.md]")
     args = ap.parse_args(argv)
 
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> str:
     real_novel = heldout[rng.choice(len(heldout), min(args.n, len(heldout)), replace=False)]
 
     lines = [f"Model `{ckpt.path.name}` (id {ckpt.model_id[:12]}, T={T}, {patch}x{patch} px at {hr_nm:g} nm/px), "
-             f"{args.n} images per setting, seed {args.seed}, batch {args.batch_size}; reference: {len(heldout)} held-out "
+             f"{args.n} images per setting, seed {args.seed}, batch {args.batch_size}, x0 clipping {'off' if args.no_clip else 'on'}"
+             f"{', bf16' if args.bf16 else ''}; reference: {len(heldout)} held-out "
              f"patches (bright fraction {quality.bright_fraction(heldout):.3f}); memorization against "
              f"{sum(r.size for r in regions) / 1e6:.2f} Mpx of training region, every shift, 8 flips/rotations.",
              "", "| setting | s/image | PSD dist (dec) | W1 hist | bright | NCC max / mean |", "|---|---|---|---|---|---|",
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> str:
             print(lines[-1], flush=True)
             continue
         t0 = time.perf_counter()
-        hr = np.concatenate([sample_images(ckpt, range(s, min(s + args.batch_size, args.n)), args.seed, sc)
+        hr = np.concatenate([sample_images(ckpt, range(s, min(s + args.batch_size, args.n)), args.seed, sc, bf16=args.bf16)
                              for s in range(0, args.n, args.batch_size)])  # (n, S, S) in [0, 1]
         s_per_image = (time.perf_counter() - t0) / args.n
         lines.append(row(f"{sc.kind.value} {sc.steps}", f"{s_per_image:.3f}", hr, heldout,

@@ -22,7 +22,7 @@ def sample_command(
     out: Path = typer.Option(Path("samples.tif"), "--out", help="Output TIFF: (N, H, W) float32 in [0, 1] (normalized density) with the model's HR pixel size in nm."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda[:N]."),
-    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast for the network (GPU; no gain measured on CPU)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast for the network: faster on GPUs and on CPUs with AMX (1.7x forward measured here); slightly different numbers."),
 ) -> None:
     """Sample HR images from the diffusion model and write them as one float32 TIFF stack."""
     import numpy as np
