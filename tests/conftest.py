@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Tiny models run fastest on one thread, and Ray workers share the same two cores.
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STORM_TIF = SHARED / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"
