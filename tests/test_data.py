@@ -165,3 +165,30 @@ def test_train_care_job_streams_the_store_and_writes_a_checkpoint(small_store, t
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
     with pytest.raises(FactoryError, match="--val-shards 6 must leave at least one"):
         job.train(job.CareConfig(store=str(small_store), val_shards=6))
+
+
+def test_direct_shard_decode_equals_zarr_and_falls_back_to_it(small_store, tmp_path):
+    import zarr
+
+    from factory.shard_reader import direct_layout, read_shard
+
+    store = Store.open(small_store)
+    assert direct_layout(store.hr) and direct_layout(store.lr)
+    for k in range(store.num_shards):  # the last shard holds 2 of 4 inner chunks
+        for name in ("hr", "lr"):
+            arr = getattr(store, name)
+            got, want = read_shard(arr, store.path, name, k), arr[store.shard_slice(k)]
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+    copy = tmp_path / "c.zarr"
+    shutil.copytree(small_store, copy)
+    f = copy / "hr" / "c" / "1" / "0" / "0"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF  # the index checksum: the direct path refuses, zarr reads and raises its own error
+    f.write_bytes(bytes(data))
+    damaged = Store.open(copy)
+    with pytest.raises(Exception, match="checksum"):
+        read_shard(damaged.hr, damaged.path, "hr", 1)
+    plain = zarr.create_array(str(tmp_path / "plain.zarr"), shape=(6, 4, 4), chunks=(2, 4, 4), dtype="float32")
+    plain[:] = np.arange(96, dtype=np.float32).reshape(6, 4, 4)
+    assert not direct_layout(plain)
+    np.testing.assert_array_equal(read_shard(plain, tmp_path, "plain.zarr", 1), plain[2:4])

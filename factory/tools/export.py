@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 
 from factory import images, query
 from factory.normalize import CAMERA_FIELDS, Normalization, Upsample
+from factory.shard_reader import read_shard
 from factory.errors import FactoryError
 from factory.store import Store
 
@@ -74,9 +75,8 @@ def shard_blocks(store: Store, ids: np.ndarray, array: str) -> Iterator[tuple[np
     arr = getattr(store, array)
     shard_of = ids // store.shard_size
     for k in np.unique(shard_of):
-        sl = store.shard_slice(int(k))
         chosen = ids[shard_of == k]
-        yield chosen, arr[sl][chosen - sl.start]
+        yield chosen, read_shard(arr, store.path, array, int(k))[chosen - store.shard_slice(int(k)).start]
 
 
 def _frames(store: Store, ids: np.ndarray, array: str) -> Iterator[np.ndarray]:
