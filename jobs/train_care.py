@@ -176,7 +176,7 @@ def train(cfg: CareConfig, log: Callable[[str], None] = print) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True, help="factory store (.zarr folder); on a cluster, a path every node reads")
-    ap.add_argument("--address", default=None, help="Ray address ('auto', ray://host:port): run as a Ray task with one GPU when the cluster has one. (default: run here)")
+    ap.add_argument("--address", default=None, help="Ray address ('auto', ray://host:port, or 'local' to start a local Ray): run as a Ray task with one GPU when the cluster has one. (default: run in this process)")
     helps = {"out": "checkpoint path (.safetensors)", "lr": "Adam learning rate (cosine decay to 0)",
              "depth": "U-Net levels", "channels": "top-level feature maps", "val_shards": "last committed shards held out",
              "val_every": "steps between validations", "where": "SQL condition on manifest columns for training pairs",
