@@ -60,6 +60,17 @@ def sample_checksum(array: np.ndarray) -> str:
     return hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
 
 
+def tune_zarr_for_shard_writes(shard_size: int) -> None:
+    """Process-wide zarr settings for a process that commits whole shards (a commit task).
+
+    One codec thread (commit tasks already run in parallel, one per shard) and all of a
+    shard's inner chunks encoded as one batch: on 2 busy cores this halved the time of a
+    16-sample shard write (41 -> 20 ms). zarr creates its thread pool on first use, so this
+    must run before the process's first zarr I/O to take full effect.
+    """
+    zarr.config.set({"threading.max_workers": 1, "codec_pipeline.batch_size": int(shard_size)})
+
+
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -142,12 +153,12 @@ class Store:
     def spec(self) -> RunSpec:
         return RunSpec.from_dict(self.attrs["run_spec"])
 
-    @property
+    @cached_property
     def hr(self) -> zarr.Array:
         """(N, H, W) float32 normalized density; read samples of committed shards only."""
         return self.group["hr"]
 
-    @property
+    @cached_property
     def lr(self) -> zarr.Array:
         """(N, h, w) uint16 camera ADU."""
         return self.group["lr"]

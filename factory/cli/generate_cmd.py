@@ -23,7 +23,7 @@ def generate_command(
     steps: int = typer.Option(20, "--steps", min=1, help="Sampler steps = network evaluations per image (<= the model's T)."),
     eta: float = typer.Option(0.0, "--eta", min=0.0, help="DDIM noise (0 = deterministic; ddim only)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per network evaluation; batches are fixed runs of consecutive sample ids inside a shard (HR agrees across batch sizes only up to floating-point batching effects)."),
-    shard_size: int = typer.Option(32, "--shard-size", min=1, help="Samples per shard: the unit of work, of Zarr sharding and of one manifest part."),
+    shard_size: int = typer.Option(16, "--shard-size", min=1, help="Samples per shard: the unit of work, of Zarr sharding and of one manifest part."),
     seed: int = typer.Option(0, "--seed", min=0, help="Run seed; sample i's noise and degradation derive from (seed, i) only."),
     address: str = typer.Option(None, "--address", help="Ray cluster to join: 'auto' or ray://host:port; the store path must be reachable from every node. (default: an embedded local Ray bound to 127.0.0.1, no dashboard)"),
     workers: int = typer.Option(None, "--workers", min=1, help="Sampler actors (each holds the model once). (default: one per GPU, else one per CPU)"),

@@ -69,7 +69,8 @@ class RunResult:
     def failure_sentence(self) -> str:
         ids = sorted(self.failed_shards)
         first = self.failed_shards[ids[0]]
-        return (f"{len(ids)} shard(s) failed and were not committed (shard ids {', '.join(map(str, ids))}; "
+        listed = ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
+        return (f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; "
                 f"first error: {first}); every other shard is committed and {self.store} stays resumable: "
                 f"rerun the same command to retry them.")
 
@@ -107,8 +108,12 @@ def ray_session(cluster: ClusterConfig):
     try:
         if cluster.address is None:  # loopback only, no dashboard; Ray's token auth stays as Ray sets it
             _loopback_only()
-            ray.init(num_cpus=max(os.cpu_count() or 1, cluster.workers or 0), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
+            cpus = max(os.cpu_count() or 1, cluster.workers or 0)
+            # Keep idle commit-task workers alive next to the sampler actors: by default Ray kills
+            # idle workers beyond one per CPU, and the actors alone reach that, so every commit paid
+            # a fresh process and its imports (~1-3 s of CPU per shard on 2 cores).
+            ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
+                     log_to_driver=False, _system_config={"num_workers_soft_limit": cpus + (cluster.workers or cpus)})
         else:
             ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:

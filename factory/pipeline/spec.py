@@ -27,7 +27,7 @@ class GenerateConfig:
     model: str = "default"  # "default" (the shipped model) or a checkpoint path
     sampler: dict = field(default_factory=lambda: {"kind": "dpmpp", "steps": 20, "eta": 0.0})  # SamplerConfig.to_dict()
     batch_size: int = 8
-    shard_size: int = 32
+    shard_size: int = 16
     seed: int = 0
     degradation: Path | None = None  # .json/.toml DegradationConfig; None = the defaults
     hr_size: int | None = None  # HR side in px; None = the model's training size

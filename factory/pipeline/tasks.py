@@ -23,7 +23,7 @@ import ray
 from factory import seeding
 from factory.pipeline import schemas
 from factory.pipeline.spec import RunSpec
-from factory.store import Store, now_utc, sample_checksum
+from factory.store import Store, now_utc, sample_checksum, tune_zarr_for_shard_writes
 
 
 def degrade_shard(spec: RunSpec, shard: int, hr: np.ndarray, device: str) -> tuple[np.ndarray, pa.Table]:
@@ -64,6 +64,7 @@ def commit_shard(store_path: str, spec: RunSpec, shard: int, sampled: dict) -> d
     ``sampled`` is the sampler actor's result ({"hr": (S, H, W) float32, "device": str}),
     passed by reference, so the HR block goes from the actor to this task without the driver.
     """
+    tune_zarr_for_shard_writes(spec.shard_size)
     hr = np.asarray(sampled["hr"], dtype=np.float32)  # (S, H, W)
     lr, table = degrade_shard(spec, shard, hr, sampled["device"])
     Store.open(store_path, writable=True).write_shard(shard, hr, lr, table)
