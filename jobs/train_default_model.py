@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
+from factory.diffusion import checkpoint
 from factory.diffusion.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +37,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--max-minutes", type=float, default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--export", action="store_true",
+                    help="Do not train: write the EMA weights of --out as float16 to factory/models/default.safetensors.")
     args = ap.parse_args()
+    if args.export:
+        ckpt = checkpoint.load(args.out)
+        card = {**ckpt.card, "weights_dtype": "float16", "source_checkpoint_sha256": ckpt.model_id}
+        model_id = checkpoint.save(checkpoint.DEFAULT_MODEL, ckpt.model, ckpt.config, card, dtype=torch.float16)
+        print(f"{checkpoint.DEFAULT_MODEL} ({checkpoint.DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB), model id {model_id}")
+        return
     cfg = TrainConfig(data=[args.data], out=args.out, preset="small", steps=args.steps, batch_size=16, lr=2e-4,
                       data_pixel_nm=20.0, hr_pixel_nm=40.0, holdout_fraction=0.2, seed=0, checkpoint_every=100,
                       max_minutes=args.max_minutes, device=args.device,

@@ -61,11 +61,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save(path: str | Path, model: UNet, config: ModelConfig, card: dict | None = None) -> str:
-    """Write weights + config + card atomically; returns the model id (sha256)."""
+def save(path: str | Path, model: UNet, config: ModelConfig, card: dict | None = None,
+         dtype: torch.dtype = torch.float32) -> str:
+    """Write weights + config + card atomically; returns the model id (sha256).
+
+    ``dtype=torch.float16`` halves the file (the shipped model); loading casts back to float32.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
             "model": json.dumps(config.to_dict()), "card": json.dumps(card or {}, default=str)}
     tmp = path.with_name(path.name + ".tmp")
