@@ -97,6 +97,17 @@ def test_rerun_of_a_complete_store_does_nothing_and_says_so(r1, tiny_model):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_crash_between_last_commit_and_finalize_is_finished_by_a_rerun(r1, tiny_model, tmp_path):
+    out = tmp_path / "unfinished.zarr"
+    shutil.copytree(r1[0], out)
+    Store.open(out, writable=True).set_attrs(status="planned", totals=None, card=None)
+    result = generate(config(tiny_model, out))
+    assert result.status == "complete" and result.generated == 0 and result.skipped == 6
+    store = Store.open(out)
+    assert store.complete and store.attrs["totals"]["samples"] == 6
+    np.testing.assert_array_equal(store.hr[:], Store.open(r1[0]).hr[:])
+
+
 def test_a_different_config_is_refused_naming_the_fields(r1, tiny_model):
     out = r1[0]
     args = cli_args(tiny_model, out, n=8)
@@ -208,13 +219,15 @@ def test_kill_9_of_the_cli_then_rerun_equals_an_uninterrupted_run(r2, ray_local,
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses), addresses
-    # GCS and raylet die with their driver, then the workers: nothing may keep writing. Ray's
-    # dashboard/runtime-env agents poll for the raylet and exit ~1 min later; they never write.
+    # GCS and raylet die with their driver, then the Ray workers (the only processes that run
+    # factory code): nothing may keep writing. Ray's helpers (log monitor, dashboard and
+    # runtime-env agents) poll for the raylet and exit up to ~1 min later; they never write.
     deadline, writers = time.monotonic() + 20, [0]
     while writers and time.monotonic() < deadline:
         time.sleep(0.5)
         alive = {p: _comm(p) for p in tree - {proc.pid} if Path(f"/proc/{p}").exists()}
-        writers = [p for p, comm in alive.items() if comm and not comm.startswith(("ray::DashboardA", "ray::RuntimeEnv"))]
+        writers = [p for p, comm in alive.items() if comm in ("raylet", "gcs_server")
+                   or (comm.startswith("ray::") and not comm.startswith(("ray::DashboardA", "ray::RuntimeEnv")))]
     for p in alive:  # these processes were started by our subprocess: end them by id, never leak them
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)

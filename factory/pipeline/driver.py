@@ -85,8 +85,11 @@ def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
     skipped = sum(len(spec.shard_ids(k)) for k in range(spec.num_shards)) - sum(len(spec.shard_ids(k)) for k in plan.todo)
     if plan.complete:
         return RunResult(Path(cfg.out), spec.n, 0, skipped, time.perf_counter() - t0, status="already complete")
-    with ray_session(cluster):
-        result = _run(Path(cfg.out).resolve(), spec, plan.todo, cluster, on_progress, skipped, t0)
+    if plan.todo:
+        with ray_session(cluster):
+            result = _run(Path(cfg.out).resolve(), spec, plan.todo, cluster, on_progress, skipped, t0)
+    else:  # every shard committed, the crash came before finalize
+        result = RunResult(Path(cfg.out), spec.n, 0, skipped, 0.0)
     if not result.failed_shards:
         from factory.pipeline.finalize import finalize
 
@@ -105,27 +108,30 @@ def ray_session(cluster: ClusterConfig):
     if ray.is_initialized():
         yield
         return
+    restore = _loopback_only() if cluster.address is None else (lambda: None)
     try:
-        if cluster.address is None:  # loopback only, no dashboard; Ray's token auth stays as Ray sets it
-            _loopback_only()
-            cpus = max(os.cpu_count() or 1, cluster.workers or 0)
-            # Keep idle commit-task workers alive next to the sampler actors: by default Ray kills
-            # idle workers beyond one per CPU, and the actors alone reach that, so every commit paid
-            # a fresh process and its imports (~1-3 s of CPU per shard on 2 cores).
-            ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
-                     log_to_driver=False, _system_config={"num_workers_soft_limit": cpus + (cluster.workers or cpus)})
-        else:
-            ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = "a local Ray" if cluster.address is None else f"Ray at {cluster.address}"
-        raise FactoryError(f"could not start or join {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from None
-    try:
+        try:
+            if cluster.address is None:  # loopback only, no dashboard; Ray's token auth stays as Ray sets it
+                cpus = max(os.cpu_count() or 1, cluster.workers or 0)
+                # Keep idle commit-task workers alive next to the sampler actors: by default Ray kills
+                # idle workers beyond one per CPU, and the actors alone reach that, so every commit
+                # paid a fresh process and its imports (~1-3 s of CPU per shard on 2 cores).
+                ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
+                         log_to_driver=False, _system_config={"num_workers_soft_limit": cpus + (cluster.workers or cpus)})
+            else:
+                ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "a local Ray" if cluster.address is None else f"Ray at {cluster.address}"
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FactoryError(f"could not start or join {where}: {first}.") from None
         yield
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
+        restore()
 
 
-def _loopback_only() -> None:
+def _loopback_only() -> Callable[[], None]:
     """Make the embedded Ray listen on 127.0.0.1 only.
 
     Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the host's routable IP and then
@@ -134,11 +140,24 @@ def _loopback_only() -> None:
     server (GCS, raylet, object manager, workers, agents) binds to loopback. The variable is
     read at import, so it is set in the environment (for the processes Ray spawns) and on
     the already imported constants (for this process). Checked by tests/test_generate.py.
+    Returns the function that restores both (so that a later ``--address`` run in the same
+    process sees the host's IP again).
     """
     from ray._private import ray_constants
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before_env, before_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def restore() -> None:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before_env
+
+    return restore
 
 
 def _lost_errors() -> tuple[type, ...]:
