@@ -29,6 +29,7 @@ def generate_command(
     workers: int = typer.Option(None, "--workers", min=1, help="Sampler actors (each holds the model once). (default: one per GPU, else one per CPU)"),
     degradation: Path = typer.Option(None, "--degradation", help="Optics config (.json or .toml, schemas/degradation.v1.json): photons, background photons/LR pixel, PSF sigma nm or NA + wavelength nm, camera QE, read noise e-, gain e-/ADU, offset ADU, downsample. (default: the package defaults)"),
     hr_size: int = typer.Option(None, "--hr-size", min=1, help="HR image side in pixels (a multiple of the model's size multiple and of the downsample factor); LR side = hr-size / downsample. (default: the model's training size)"),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast for the sampler network (for GPUs; measured no faster on CPU); part of the run spec, as it changes HR bits."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store at --out made with other settings and start over (a non-store folder is never deleted)."),
 ) -> None:
     """Generate synthetic LR/HR training pairs: sample HR images with the diffusion model on Ray,
@@ -44,19 +45,27 @@ def generate_command(
 
     cfg = GenerateConfig(n=n, out=out, model=model, sampler={"kind": sampler.value, "steps": steps, "eta": eta},
                          batch_size=batch_size, shard_size=shard_size, seed=seed, degradation=degradation,
-                         hr_size=hr_size, overwrite=overwrite)
+                         hr_size=hr_size, bf16=bf16, overwrite=overwrite)
     cluster = ClusterConfig(address=address, workers=workers)
     columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[shards]}"))
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("generate", total=n, rate="", shards="")
+    bar = Progress(*columns, console=console, transient=False)
+    task = None
 
-        def show(p) -> None:
-            faults = f"shards failed {p.shards_failed}, re-queued {p.shards_retried}" if p.shards_failed or p.shards_retried else ""
-            bar.update(task, completed=p.done, rate=f"{p.samples_per_s:.2f} samples/s", shards=faults)
+    def show(p) -> None:  # the bar appears once the run is planned (not for a complete store or a refusal)
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("generate", total=p.n, completed=p.done, rate="", shards="")
+        faults = f"shards failed {p.shards_failed}, re-queued {p.shards_retried}" if p.shards_failed or p.shards_retried else ""
+        bar.update(task, completed=p.done, rate=f"{p.samples_per_s:.2f} samples/s", shards=faults)
 
+    try:
         result = generate(cfg, cluster, on_progress=show)
+    finally:
+        if task is not None:
+            bar.stop()
     if result.status == "already complete":
         console.print(f"{out} is already complete ({result.n} samples); nothing to do.")
         return

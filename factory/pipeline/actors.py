@@ -47,7 +47,8 @@ class SamplerWorker:
         """HR images of shard k: {"hr": (S, H, W) float32 in [0, 1], "device": "cpu"|"cuda"}."""
         from factory.diffusion.sampling import sample_images
 
-        blocks = [sample_images(self.ckpt, batch, spec.seed, self.sampler, size=spec.hr_size, device=self.device)
+        blocks = [sample_images(self.ckpt, batch, spec.seed, self.sampler, size=spec.hr_size, device=self.device,
+                                bf16=spec.bf16)
                   for batch in spec.batches(shard)]  # each (B, H, W)
         return {"hr": np.concatenate(blocks).astype(np.float32, copy=False), "device": self.device.type}
 

@@ -204,6 +204,12 @@ def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfi
                 actors.append(new)
                 starting[new.ready_ref] = new
 
+    def report() -> None:
+        if on_progress is not None:
+            on_progress(Progress(spec.n, skipped + result.generated, result.generated, len(result.failed_shards),
+                                 result.retried, time.perf_counter() - t0))
+
+    report()
     try:
         while pending or commits:
             for w in actors:
@@ -243,9 +249,7 @@ def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfi
                         result.retried += 1
                 except ray.exceptions.RayError as exc:
                     result.failed_shards[k] = _first_line(exc)
-            if on_progress is not None:
-                on_progress(Progress(spec.n, skipped + result.generated, result.generated, len(result.failed_shards),
-                                     result.retried, time.perf_counter() - t0))
+            report()
     finally:
         for w in actors:
             with contextlib.suppress(Exception):

@@ -58,7 +58,7 @@ def resolve(cfg: GenerateConfig) -> tuple[RunSpec, dict]:
                    sampler=sampler.to_dict(), model_id=ckpt.model_id, model_path=str(Path(ckpt.path).resolve()),
                    hr_size=hr_size, lr_size=hr_size // k, hr_pixel_nm=float(ckpt.config.hr_pixel_nm),
                    lr_pixel_nm=float(ckpt.config.hr_pixel_nm) * k, degradation=degradation.to_dict(),
-                   package_version=version("factory"))
+                   bf16=bool(cfg.bf16), package_version=version("factory"))
     spec.validate()
     return spec, ckpt.card
 

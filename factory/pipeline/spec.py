@@ -31,6 +31,7 @@ class GenerateConfig:
     seed: int = 0
     degradation: Path | None = None  # .json/.toml DegradationConfig; None = the defaults
     hr_size: int | None = None  # HR side in px; None = the model's training size
+    bf16: bool = False  # bf16 autocast for the sampler network (GPU); changes HR bits
     overwrite: bool = False
 
 
@@ -62,6 +63,7 @@ class RunSpec:
     lr_pixel_nm: float
     degradation: dict  # DegradationConfig.to_dict()
     cpu_threads: int = 1
+    bf16: bool = False
     package_version: str = ""
     schema_version: int = schemas.SCHEMA_VERSION
 
