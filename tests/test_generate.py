@@ -138,6 +138,7 @@ def test_overwrite_with_another_batch_size_replaces_the_store_and_hr_agrees(r1, 
     (["--model", "/nonexistent/m.safetensors"], "no such checkpoint file"),
     (["--hr-size", "10"], "multiple of"),
     (["--sampler", "dpmpp", "--eta", "0.5"], "only applies to the ddim sampler"),
+    (["--address", "127.0.0.1:9"], "cannot reach a Ray cluster at 127.0.0.1:9"),
 ])
 def test_bad_input_is_one_sentence_before_any_work(tiny_model, tmp_path, args, message):
     base = cli_args(tiny_model, tmp_path / "x.zarr")

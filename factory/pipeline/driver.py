@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
     """Plan (or resume) and run a generate job; returns what happened (see RunResult.status)."""
     t0 = time.perf_counter()
     spec, card = planning.resolve(cfg)
+    check_reachable(cluster.address)
     plan = planning.prepare(Path(cfg.out), spec, card, cfg.overwrite)
     spec = plan.spec
     skipped = sum(len(spec.shard_ids(k)) for k in range(spec.num_shards)) - sum(len(spec.shard_ids(k)) for k in plan.todo)
@@ -129,6 +131,21 @@ def ray_session(cluster: ClusterConfig):
         if ray.is_initialized():
             ray.shutdown()
         restore()
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one sentence, when ``--address host:port`` (or ray://host:port) does not answer:
+    Ray itself retries an unreachable GCS for minutes. "auto" and the embedded Ray are not checked."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise FactoryError(f"--address must be auto, host:port or ray://host:port, got '{address}'.")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise FactoryError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); check --address, "
+                           f"or leave it out to run on an embedded local Ray.") from None
 
 
 def _loopback_only() -> Callable[[], None]:
