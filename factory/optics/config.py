@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from factory.errors import FactoryError
+from factory.paths import SCHEMAS_DIR
 from factory.optics.params import BOUNDS, INTEGER_FIELDS, DegradationParams, PsfModel, check_offset_fits, check_value
 from factory.optics.psf import sigma_from_na_nm
 
 SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "degradation.v1.json"
+SCHEMA_PATH = SCHEMAS_DIR / "degradation.v1.json"
 DEFAULT_PSF_SIGMA_NM = 95.0  # ~ 0.21 * 670 nm / 1.49 (Alexa 647, oil TIRF objective)
 RANGE_FIELDS = ("photons", "background_photons", "background_variation", "background_sigma_nm", "psf_sigma_nm",
                 "na", "wavelength_nm", "qe", "read_noise_e", "em_gain", "gain_e_per_adu", "offset_adu", "bit_depth")

@@ -18,7 +18,7 @@ import referencing
 from factory.errors import FactoryError
 
 SCHEMA_VERSION = 1  # one version for the store layout, run spec, group attrs and manifest
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+from factory.paths import SCHEMAS_DIR  # noqa: E402
 
 
 @functools.cache
