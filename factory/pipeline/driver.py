@@ -194,7 +194,7 @@ def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfi
     import ray
 
     from factory.pipeline.actors import start_actor
-    from factory.pipeline.tasks import commit_shard
+    from factory.pipeline.tasks import commit_shard, warm_up
 
     resources = ray.cluster_resources()
     use_gpu = resources.get("GPU", 0) >= 1
@@ -203,6 +203,8 @@ def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfi
     commit = commit_shard.options(max_retries=max(0, cluster.commit_attempts - 1), retry_exceptions=True)
     pending = deque(todo)
     actors = [start_actor(spec, use_gpu) for _ in range(workers)]
+    for _ in range(min(workers, len(todo))):
+        warm_up.remote()  # fire and forget: Ray runs a task whether or not its result is kept
     starting = {w.ready_ref: w for w in actors}
     commits: dict = {}  # commit ref -> (shard, worker)
     losses: Counter = Counter()

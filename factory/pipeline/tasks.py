@@ -69,3 +69,10 @@ def commit_shard(store_path: str, spec: RunSpec, shard: int, sampled: dict) -> d
     lr, table = degrade_shard(spec, shard, hr, sampled["device"])
     Store.open(store_path, writable=True).write_shard(shard, hr, lr, table)
     return {"shard": shard, "samples": len(table), "host": socket.gethostname()}
+
+
+@ray.remote(num_cpus=0)
+def warm_up() -> str:
+    """A no-op run while the actors load the model: it starts a worker and imports this module
+    there, so the first commits do not pay for it while the samplers are busy."""
+    return socket.gethostname()
