@@ -114,6 +114,14 @@ class Store:
         schemas.validate(attrs, f"group_attrs.v{schemas.SCHEMA_VERSION}.json", f"{path} group attrs")
         store = cls(path, group, attrs, writable)
         store._check_arrays()
+        committed = store.committed_shards()
+        if committed:  # one footer read: a store of another manifest version fails here, not mid-training
+            part = store.part_path(committed[0])
+            try:
+                schema = pq.read_schema(part)
+            except Exception as exc:  # pyarrow raises several types for truncated / non-Parquet files
+                raise FactoryError(f"{part} is not a readable Parquet file ({type(exc).__name__}).") from None
+            schemas.check_manifest_schema(schema, str(part))
         return store
 
     @classmethod

@@ -146,3 +146,9 @@ def test_a_part_with_a_foreign_schema_is_refused_on_read(tmp_path, spec):
     pq.write_table(bad, store.part_path(1))
     with pytest.raises(FactoryError, match="part-000001.parquet lacks manifest column 'host'"):
         store.manifest()
+    pq.write_table(bad, store.part_path(0))  # the first part is checked on open already
+    with pytest.raises(FactoryError, match="part-000000.parquet lacks manifest column 'host'"):
+        Store.open(store.path)
+    store.part_path(0).write_bytes(b"PAR1 truncated")
+    with pytest.raises(FactoryError, match="part-000000.parquet is not a readable Parquet file"):
+        Store.open(store.path)
