@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import jsonschema
 import pyarrow as pa
 import referencing
 
 from factory.errors import FactoryError
+from factory.paths import SCHEMAS_DIR
 
 SCHEMA_VERSION = 1  # one version for the store layout, run spec, group attrs and manifest
-from factory.paths import SCHEMAS_DIR  # noqa: E402
 
 
 @functools.cache
