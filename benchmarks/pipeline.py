@@ -113,9 +113,12 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 def driver_peak_rss_mb(n: int, model: Path, tmp: Path) -> float:
-    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rb", dir="/tmp")}
-    done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(n), str(tmp / f"rss{n}.zarr"), str(model)],
-                          capture_output=True, text=True, env=env, check=True)
+    ray_tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    try:
+        done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(n), str(tmp / f"rss{n}.zarr"), str(model)],
+                              capture_output=True, text=True, env={**os.environ, "RAY_TMPDIR": ray_tmp}, check=True)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     return int(done.stdout.strip().splitlines()[-1]) / 1024
 
 

@@ -232,6 +232,7 @@ def test_kill_9_of_the_cli_then_rerun_equals_an_uninterrupted_run(r2, ray_local,
     for p in alive:  # these processes were started by our subprocess: end them by id, never leak them
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert not writers, f"Ray processes outlived the killed driver: {[alive[p] for p in writers]}"
     committed = len(Store.open(out).committed_shards())  # a commit in flight at the kill may have landed
     assert Store.open(out).attrs["status"] == "planned" and 1 <= committed < 12
