@@ -6,7 +6,12 @@ children are fixed by role, so adding a consumer never shifts another's stream.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 _DIFFUSION, _DEGRADATION = 0, 1
 

@@ -14,13 +14,6 @@ from factory.diffusion.sampling import SamplerConfig, SamplerKind, sample_images
 from factory.diffusion.schedule import ScheduleConfig, Spacing, alphas_cumprod, betas_for, timesteps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: intra-op threads only add overhead (and oversubscribe a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def fixed_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ def radial_power_spectrum(images: np.ndarray) -> np.ndarray:
     Each image has its mean removed; power is |FFT|^2 / S^2 (per-pixel variance units),
     averaged over images and over annuli of width one cycle per image side.
     """
-    n, S = len(images), images.shape[-1]
+    S = images.shape[-1]
     x = images.astype(np.float64) - images.mean(axis=(-2, -1), keepdims=True)
     power = (np.abs(np.fft.fft2(x)) ** 2).mean(axis=0) / (S * S)  # (S, S)
     k = np.fft.fftfreq(S) * S

@@ -30,7 +30,7 @@ import numpy as np
 
 from factory.errors import FactoryError
 from factory.paths import SCHEMAS_DIR
-from factory.optics.params import BOUNDS, INTEGER_FIELDS, DegradationParams, PsfModel, check_offset_fits, check_value
+from factory.optics.params import INTEGER_FIELDS, DegradationParams, PsfModel, check_offset_fits, check_value
 from factory.optics.psf import sigma_from_na_nm
 
 SCHEMA_VERSION = 1
