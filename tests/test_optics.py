@@ -338,3 +338,13 @@ def test_schema_and_code_enforce_the_same_bounds(name):
         with pytest.raises(FactoryError):
             DegradationConfig.from_dict(bad)
     assert set(RANGE_FIELDS) | {"downsample"} == set(BOUNDS)
+
+
+def test_dataset_defaults_vary_signal_background_and_psf_and_match_schema():
+    cfg = DegradationConfig.dataset_defaults()
+    jsonschema.validate(cfg.to_dict(), load_schema())
+    draws = [cfg.draw(np.random.default_rng(s)) for s in range(50)]
+    photons = np.array([p.photons for p in draws])
+    assert photons.min() >= 100 and photons.max() <= 3000 and photons.std() > 100
+    assert len({p.background_photons for p in draws}) == 50 and len({p.psf_sigma_nm for p in draws}) == 50
+    assert {p.read_noise_e for p in draws} == {1.6}

@@ -49,7 +49,7 @@ def resolve(cfg: GenerateConfig) -> tuple[RunSpec, dict]:
     ckpt = checkpoint.load(cfg.model)
     sampler = SamplerConfig.from_dict(cfg.sampler)
     sampler.validate(ckpt.config.schedule.num_timesteps)
-    degradation = DegradationConfig.load(cfg.degradation) if cfg.degradation else DegradationConfig()
+    degradation = DegradationConfig.load(cfg.degradation) if cfg.degradation else DegradationConfig.dataset_defaults()
     hr_size = check_size(ckpt, cfg.hr_size)
     k = degradation.downsample
     if hr_size % k:
