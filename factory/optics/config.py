@@ -30,7 +30,7 @@ import numpy as np
 
 from factory.errors import FactoryError
 from factory.paths import SCHEMAS_DIR
-from factory.optics.params import INTEGER_FIELDS, DegradationParams, PsfModel, check_offset_fits, check_value
+from factory.optics.params import INTEGER_FIELDS, parse_psf_model, DegradationParams, PsfModel, check_offset_fits, check_value
 from factory.optics.psf import sigma_from_na_nm
 
 SCHEMA_VERSION = 1
@@ -140,10 +140,7 @@ class DegradationConfig:
             raise FactoryError("downsample must be one integer for the whole run (it fixes the LR array shape), not a range.")
         check_value("downsample", self.downsample)
         object.__setattr__(self, "downsample", int(self.downsample))
-        try:
-            object.__setattr__(self, "psf_model", PsfModel(self.psf_model))
-        except ValueError:
-            raise FactoryError(f"psf_model must be one of {[m.value for m in PsfModel]}, got {self.psf_model!r}.") from None
+        object.__setattr__(self, "psf_model", parse_psf_model(self.psf_model))
         for name in RANGE_FIELDS:
             value = getattr(self, name)
             if value is not None or name not in OPTIONAL_FIELDS:

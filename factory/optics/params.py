@@ -28,6 +28,14 @@ class PsfModel(str, enum.Enum):
     ERF = "erf"  # integrated over each HR pixel (difference of error functions)
 
 
+
+def parse_psf_model(value) -> PsfModel:
+    """A PsfModel from itself or its string value; anything else is one FactoryError sentence."""
+    try:
+        return PsfModel(value)
+    except ValueError:
+        raise FactoryError(f"psf_model must be one of {[m.value for m in PsfModel]}, got {value!r}.") from None
+
 @dataclass(frozen=True)
 class Bound:
     """Allowed interval of one parameter; an open end excludes its value."""
@@ -123,10 +131,7 @@ class DegradationParams:
     bit_depth: int = 16
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "psf_model", PsfModel(self.psf_model))
-        except ValueError:
-            raise FactoryError(f"psf_model must be one of {[m.value for m in PsfModel]}, got {self.psf_model!r}.") from None
+        object.__setattr__(self, "psf_model", parse_psf_model(self.psf_model))
         for name in BOUNDS:
             value = getattr(self, name)
             if name in ("na", "wavelength_nm") and (value is None or (isinstance(value, float) and math.isnan(value))):
