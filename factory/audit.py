@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory import images, query
-from factory.diffusion.quality import _unit_rows  # the NCC row normalization max_ncc uses: same scores
+from factory.diffusion.quality import unit_rows  # the same NCC normalization as max_ncc: same scores
 from factory.errors import FactoryError
 from factory.store import Store
 
@@ -117,11 +117,11 @@ def training_reference(cfg: AuditConfig, size: int, hr_pixel_nm: float) -> Refer
 def best_match(generated: np.ndarray, ref: Reference, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, S, S) -> (max NCC (N,), best patch index (N,)) over all reference patches and the 8 views."""
     views = images.dihedral8(generated)  # (8, N, S, S)
-    g = _unit_rows(views.reshape(-1, ref.size, ref.size))  # (8N, S*S) zero-mean, unit-norm
+    g = unit_rows(views.reshape(-1, ref.size, ref.size))  # (8N, S*S) zero-mean, unit-norm
     n = len(generated)
     best, where = np.full(n, -1.0, np.float32), np.zeros(n, np.int64)
     for start in range(0, len(ref.origins), chunk):
-        r = _unit_rows(ref.patches(start, start + chunk))  # (c, S*S)
+        r = unit_rows(ref.patches(start, start + chunk))  # (c, S*S)
         scores = (g @ r.T).reshape(8, n, -1).max(axis=0)  # (N, c) best view per pair
         j = scores.argmax(axis=1)  # (N,)
         s = scores[np.arange(n), j]

@@ -31,7 +31,7 @@ import numpy as np
 from factory.images import dihedral8
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """(N, ...) -> (N, D) float32 rows with zero mean and unit L2 norm; constant rows become 0."""
     rows = x.reshape(len(x), -1).astype(np.float64)
     rows -= rows.mean(axis=1, keepdims=True)
@@ -50,10 +50,10 @@ def max_ncc(generated: np.ndarray, reference: np.ndarray, chunk: int = 4096, dih
     if generated.shape[-2:] != reference.shape[-2:]:
         raise ValueError(f"generated {generated.shape[-2:]} and reference {reference.shape[-2:]} patches differ in size")
     views = dihedral8(generated) if dihedral else generated[None]  # (V, N, S, S)
-    g = _unit_rows(views.reshape(-1, *generated.shape[-2:]))  # (V*N, S*S)
+    g = unit_rows(views.reshape(-1, *generated.shape[-2:]))  # (V*N, S*S)
     best = np.full(len(g), -1.0, np.float32)
     for start in range(0, len(reference), chunk):
-        r = _unit_rows(reference[start:start + chunk])  # (c, S*S)
+        r = unit_rows(reference[start:start + chunk])  # (c, S*S)
         np.maximum(best, (g @ r.T).max(axis=1), out=best)  # (V*N,)
     return best.reshape(len(views), len(generated)).max(axis=0)  # (N,)
 
@@ -76,7 +76,7 @@ def max_ncc_sliding(generated: np.ndarray, images: Sequence[np.ndarray], dihedra
     """
     S = generated.shape[-1]
     views = dihedral8(generated) if dihedral else generated[None]  # (V, N, S, S)
-    t = _unit_rows(views.reshape(-1, S, S)).reshape(-1, S, S).astype(np.float64)  # (V*N, S, S)
+    t = unit_rows(views.reshape(-1, S, S)).reshape(-1, S, S).astype(np.float64)  # (V*N, S, S)
     best = np.full(len(t), -1.0, np.float32)
     for img in images:
         f = np.asarray(img, np.float64)
