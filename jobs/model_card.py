@@ -4,7 +4,8 @@
     python jobs/model_card.py --model runs/default/model.safetensors --n 16 --ddpm-steps 1000
 
 For each setting (DDIM at 10/25/50/100 steps, DPM-Solver++(2M) at 10/20, ancestral
-DDPM at ``--ddpm-steps``, respaced from T) it samples ``--n`` images (ids 0..n-1,
+DDPM at ``--ddpm-steps``, respaced from T, and DDIM 25 without the checkpoint's x0
+prior, to show what that changes) it samples ``--n`` images (ids 0..n-1,
 ``--seed``) and measures, against the held-out strip of the training image(s) cut
 exactly as training did (``train.prepare_data``: same binning to the model's pixel
 size, same ``--holdout-fraction``, same patch size):
@@ -54,13 +55,16 @@ def training_regions(cfg: TrainConfig, hr_pixel_nm: float) -> list[np.ndarray]:
     return regions
 
 
-def settings(args, T: int) -> list[SamplerConfig]:
+def settings(args, T: int) -> list[tuple[str, SamplerConfig, bool]]:
+    """(row name, sampler, use the checkpoint's x0 prior) per table row."""
     clip = not args.no_clip
     out = [SamplerConfig(SamplerKind.ddim, s, clip_x0=clip) for s in args.ddim_steps]
     out += [SamplerConfig(SamplerKind.dpmpp, s, clip_x0=clip) for s in args.dpmpp_steps]
     if args.ddpm_steps > 0:
         out.append(SamplerConfig(SamplerKind.ddpm, min(args.ddpm_steps, T), clip_x0=clip))
-    return out
+    rows = [(f"{sc.kind.value} {sc.steps}", sc, True) for sc in out]
+    return rows + [(f"ddim {s}, no x0 prior", SamplerConfig(SamplerKind.ddim, s, clip_x0=clip), False)
+                   for s in args.no_prior_ddim_steps]
 
 
 def row(name: str, s_per_image: str, hr: np.ndarray, real: np.ndarray, ncc: np.ndarray) -> str:
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--ddim-steps", type=int, nargs="*", default=[10, 25, 50, 100])
     ap.add_argument("--dpmpp-steps", type=int, nargs="*", default=[10, 20])
     ap.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral DDPM steps (respaced from T; capped at T; 0 skips)")
+    ap.add_argument("--no-prior-ddim-steps", type=int, nargs="*", default=[25],
+                    help="extra DDIM rows sampled without the checkpoint's x0 prior (to show what it does)")
     ap.add_argument("--no-clip", action="store_true", help="do not clip x0 predictions to [-1, 1] (to measure what clipping does)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
     ap.add_argument("--out", default=None, help="markdown file [default: <model>.quality.md]")
@@ -109,16 +115,17 @@ def main(argv: list[str] | None = None) -> str:
              row("real (train patches; NCC: held-out vs train)", "-", real_train, heldout,
                  quality.max_ncc_sliding(real_novel, regions))]
     print("\n".join(lines), flush=True)
-    for sc in settings(args, T):
+    for name, sc, use_prior in settings(args, T):
         if sc.steps > T:
-            lines.append(f"| {sc.kind.value} {sc.steps} | skipped: more steps than T={T} | | | | |")
+            lines.append(f"| {name} | skipped: more steps than T={T} | | | | |")
             print(lines[-1], flush=True)
             continue
         t0 = time.perf_counter()
-        hr = np.concatenate([sample_images(ckpt, range(s, min(s + args.batch_size, args.n)), args.seed, sc, bf16=args.bf16)
+        hr = np.concatenate([sample_images(ckpt, range(s, min(s + args.batch_size, args.n)), args.seed, sc,
+                                           bf16=args.bf16, x0_prior=use_prior)
                              for s in range(0, args.n, args.batch_size)])  # (n, S, S) in [0, 1]
         s_per_image = (time.perf_counter() - t0) / args.n
-        lines.append(row(f"{sc.kind.value} {sc.steps}", f"{s_per_image:.3f}", hr, heldout,
+        lines.append(row(name, f"{s_per_image:.3f}", hr, heldout,
                          quality.max_ncc_sliding(hr, regions)))
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"

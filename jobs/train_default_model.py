@@ -16,12 +16,13 @@ steps. The right 20 % of the image is held out for the quality measures.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from factory.diffusion import checkpoint
-from factory.diffusion.train import TrainConfig, train
+from factory.diffusion.train import TrainConfig, calibrate_x0_prior, prepare_data, train
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"
@@ -40,18 +41,27 @@ def main() -> None:
     ap.add_argument("--export", action="store_true",
                     help="Do not train: write the EMA weights of --out as float16 to factory/models/default.safetensors.")
     args = ap.parse_args()
-    if args.export:
-        ckpt = checkpoint.load(args.out)
-        card = {**ckpt.card, "weights_dtype": "float16", "source_checkpoint_sha256": ckpt.model_id}
-        model_id = checkpoint.save(checkpoint.DEFAULT_MODEL, ckpt.model, ckpt.config, card, dtype=torch.float16)
-        print(f"{checkpoint.DEFAULT_MODEL} ({checkpoint.DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB), model id {model_id}")
-        return
     cfg = TrainConfig(data=[args.data], out=args.out, preset="small", steps=args.steps, batch_size=16, lr=2e-4,
                       data_pixel_nm=20.0, hr_pixel_nm=40.0, holdout_fraction=0.2, seed=0, checkpoint_every=100,
                       max_minutes=args.max_minutes, device=args.device,
                       card={"name": "factory-default-cos7-tubulin-storm", "attribution": ATTRIBUTION,
                             "data_pixel_nm_assumed": 20.0, "license": "CC-BY-4.0"})
-    train(cfg)
+    if args.export:
+        export(cfg)
+    else:
+        train(cfg)
+
+
+def export(cfg: TrainConfig) -> None:
+    """The EMA weights of ``cfg.out`` as float16, with the x0 prior calibrated for exactly those weights."""
+    ckpt = checkpoint.load(cfg.out)
+    net = ckpt.model.half().float()  # what loading the float16 file gives
+    data = prepare_data(cfg, ckpt.config.unet.image_size)
+    prior = calibrate_x0_prior(net, ckpt.config.schedule, data.holdout, float(data.train.mean()))
+    card = {**ckpt.card, "weights_dtype": "float16", "source_checkpoint_sha256": ckpt.model_id}
+    model_id = checkpoint.save(checkpoint.DEFAULT_MODEL, net, replace(ckpt.config, x0_prior=prior), card, dtype=torch.float16)
+    print(f"{checkpoint.DEFAULT_MODEL} ({checkpoint.DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB), model id {model_id}, "
+          f"x0 prior: mean {prior.mean:.4f} below abar {prior.below_abar:.3g}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 
 from factory.diffusion import checkpoint
-from factory.diffusion.checkpoint import ModelConfig
+from factory.diffusion.checkpoint import ModelConfig, X0Prior
 from factory.diffusion.schedule import ScheduleConfig
 from factory.diffusion.unet import PRESETS, UNet
 from factory.errors import FactoryError
@@ -56,8 +56,16 @@ def test_model_id_is_stable_and_tracks_weights(tmp_path):
 
 def test_config_round_trip():
     for preset in PRESETS.values():
-        cfg = ModelConfig(preset, ScheduleConfig(), 20.0)
-        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+        for prior in (None, X0Prior(mean=-0.88, below_abar=0.06)):
+            cfg = ModelConfig(preset, ScheduleConfig(), 20.0, prior)
+            assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert "x0_prior" not in CONFIG.to_dict()  # older checkpoints (and training states) have no such key
+
+
+def test_x0_prior_survives_save_and_load(tmp_path):
+    cfg = ModelConfig(CONFIG.unet, CONFIG.schedule, CONFIG.hr_pixel_nm, X0Prior(mean=-0.5, below_abar=0.125))
+    checkpoint.save(tmp_path / "m.safetensors", random_unet(0), cfg)
+    assert checkpoint.load(tmp_path / "m.safetensors").config.x0_prior == X0Prior(-0.5, 0.125)
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def test_model_card_job_on_tiny_model(tiny_model, tmp_path):
     assert out.read_text() == text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows[1:]] == [
-        "real (train patches; NCC: held-out vs train)", "ddim 4", "ddim 60", "dpmpp 4", "ddpm 8"]
+        "real (train patches; NCC: held-out vs train)", "ddim 4", "ddim 60", "dpmpp 4", "ddpm 8", "ddim 25, no x0 prior"]
     assert "skipped: more steps than T=50" in rows[3]
     for r in rows[1:3] + rows[4:]:
         cells = [c.strip() for c in r.split("|")[2:-1]]

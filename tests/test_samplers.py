@@ -130,6 +130,16 @@ def test_x0_clipping():
     assert big.max() > 1.5 and clipped.max() == 1.0 and clipped.min() >= -1.0
 
 
+def test_x0_prior_replaces_the_network_at_near_zero_snr():
+    abar = alphas_cumprod(ScheduleConfig(num_timesteps=50))
+    calls = []
+    net = lambda x, t: calls.append(int(t[0])) or -x  # noqa: E731
+    den = EpsDenoiser(net, abar, prior=checkpoint.X0Prior(mean=-0.75, below_abar=float(abar[40])))
+    x = torch.randn(2, 1, 4, 4)
+    assert torch.equal(den(x, 49), torch.full_like(x, -0.75)) and calls == []  # a_49 < a_40: the mean, no network call
+    assert torch.equal(den(x, 40), EpsDenoiser(net, abar)(x, 40)) and calls == [40, 40]  # from a_40 on: the network
+
+
 @pytest.mark.parametrize("kind, eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp", 0.0)])
 def test_per_sample_noise_is_batch_invariant(tiny_model, kind, eta):
     ckpt = checkpoint.load(tiny_model)

@@ -55,6 +55,38 @@ def test_checkpoint_records_config_and_pixel_size(train_tif, tmp_path):
     assert state_path(out).exists()
 
 
+def test_checkpoint_carries_a_calibrated_x0_prior(train_tif, tmp_path):
+    from factory.diffusion.schedule import alphas_cumprod
+
+    cfg = _cfg(train_tif, tmp_path / "p.safetensors")
+    ck = checkpoint.load(train(cfg))
+    prior, abar = ck.config.x0_prior, alphas_cumprod(ck.config.schedule)
+    assert prior.mean == pytest.approx(float(prepare_data(cfg, 16).train.mean()))
+    assert prior.mean < -0.5  # sparse blinks: mostly background at -1
+    # at t = T-1 (abar 6e-10) x0 from eps is noise x 4e4: the data mean must win there
+    assert float(abar[-1]) < prior.below_abar <= 1.0
+
+
+def test_calibration_finds_where_the_network_beats_the_mean(train_tif):
+    """eps = 0 gives x0_hat = x_t / sqrt(a): good at low noise, hopeless at high noise."""
+    from factory.diffusion.schedule import ScheduleConfig, alphas_cumprod
+    from factory.diffusion.train import calibrate_x0_prior
+
+    class ZeroEps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t):
+            return x * self.w
+
+    sched = ScheduleConfig(num_timesteps=200)
+    data = prepare_data(_cfg(train_tif, "unused"), 16)
+    prior = calibrate_x0_prior(ZeroEps(), sched, data.train, float(data.train.mean()))
+    abar = alphas_cumprod(sched)
+    assert 0.5 < prior.below_abar < float(abar[0])  # the network loses until the noise is small against the data
+
+
 def test_patches_include_all_flips_and_holdout(train_tif):
     data = prepare_data(_cfg(train_tif, "unused", holdout_fraction=0.25), 16)
     assert data.train.shape[0] % 8 == 0 and data.train.shape[1:] == (16, 16)

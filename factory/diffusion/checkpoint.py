@@ -27,6 +27,28 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.saf
 
 
 @dataclass(frozen=True)
+class X0Prior:
+    """Where the eps network's x0 estimate is worse than knowing nothing, and what to use instead.
+
+    x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) multiplies the network's eps error by
+    1 / sqrt(a_t): 4e4 at t = T-1 of the cosine schedule (a = 6e-10), where a 0.03 eps
+    error puts x0 off by ~1e3. Clipping that to [-1, 1] leaves random +-1 pixels
+    with mean 0, far above the mean of sparse fluorescence data (~ -0.88), and the
+    sampler carries that brightness into the image. Below ``below_abar`` the
+    samplers use ``mean`` instead: the mean of the training patches, which is the
+    MMSE estimate of x0 as the signal-to-noise ratio goes to zero.
+    ``below_abar`` is measured on held-out patches when the checkpoint is written
+    (:func:`factory.diffusion.train.calibrate_x0_prior`).
+    """
+
+    mean: float  # mean training pixel in model units [-1, 1]
+    below_abar: float  # use ``mean`` as x0 where abar_t < this
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "below_abar": self.below_abar}
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild and use a trained model."""
 
@@ -35,13 +57,19 @@ class ModelConfig:
     hr_pixel_nm: float  # pixel size of the images the model was trained on (and generates)
     # Training images were scaled to [0, 1] (per image, 99.9th percentile -> 1, clipped),
     # then mapped to [-1, 1]. Samples are mapped back to [0, 1] "normalized density".
+    x0_prior: X0Prior | None = None  # None: the samplers always use the network's x0 (older checkpoints)
 
     def to_dict(self) -> dict:
-        return {"unet": self.unet.to_dict(), "schedule": self.schedule.to_dict(), "hr_pixel_nm": self.hr_pixel_nm}
+        d = {"unet": self.unet.to_dict(), "schedule": self.schedule.to_dict(), "hr_pixel_nm": self.hr_pixel_nm}
+        if self.x0_prior is not None:
+            d["x0_prior"] = self.x0_prior.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(UNetConfig.from_dict(d["unet"]), ScheduleConfig.from_dict(d["schedule"]), float(d["hr_pixel_nm"]))
+        prior = d.get("x0_prior")
+        return cls(UNetConfig.from_dict(d["unet"]), ScheduleConfig.from_dict(d["schedule"]), float(d["hr_pixel_nm"]),
+                   X0Prior(float(prior["mean"]), float(prior["below_abar"])) if prior else None)
 
 
 @dataclass

@@ -19,11 +19,14 @@ sample i sees the same noise alone or in any batch.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from factory.device import autocast
+
+if TYPE_CHECKING:
+    from factory.diffusion.checkpoint import X0Prior
 
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]  # (x_t (B,1,H,W), t) -> x0_hat (B,1,H,W)
 NoiseFn = Callable[[], torch.Tensor]  # fresh N(0, I) shaped like the state
@@ -33,19 +36,27 @@ class EpsDenoiser:
     """x0_hat(x_t, t) from an eps network: x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (Ho et al. 2020, eq. 15).
 
     ``clip_x0`` clamps x0_hat to the data range [-1, 1] (improved-diffusion
-    ``clip_denoised``); DDIM then re-derives eps from the clipped x0. ``bf16`` runs
+    ``clip_denoised``); DDIM then re-derives eps from the clipped x0. ``prior``
+    (``X0Prior``: ``mean``, ``below_abar``) replaces x0_hat by the constant ``mean``
+    wherever a_t < ``below_abar``, the near-zero-SNR steps where the eps network's
+    x0 is worse than the data mean; the network is not called there. ``bf16`` runs
     the network under bf16 autocast; its output is cast back to the state dtype.
-    ``on_call`` is invoked after every network evaluation (progress bars).
+    ``on_call`` is invoked after every denoiser call (progress bars).
     """
 
     def __init__(self, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], alphas_cumprod: torch.Tensor,
                  clip_x0: bool = True, bf16: bool = False, channels_last: bool = False,
-                 on_call: Callable[[], None] | None = None):
+                 on_call: Callable[[], None] | None = None, prior: "X0Prior | None" = None):
         self.net, self.alphas_cumprod = net, alphas_cumprod
         self.clip_x0, self.bf16, self.channels_last, self.on_call = clip_x0, bf16, channels_last, on_call
+        self.prior = prior
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         a = float(self.alphas_cumprod[int(t)])
+        if self.prior is not None and a < self.prior.below_abar:
+            if self.on_call is not None:
+                self.on_call()
+            return torch.full_like(x, self.prior.mean)
         t_batch = torch.full((x.shape[0],), float(t), device=x.device)  # (B,)
         x_in = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         with autocast(x.device, self.bf16):

@@ -11,7 +11,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from factory import images
 from factory.render import load_training_image
 from factory.device import autocast, pick_device
 from factory.diffusion import checkpoint
-from factory.diffusion.schedule import ScheduleConfig, alphas_cumprod
+from factory.diffusion.schedule import ScheduleConfig, Spacing, alphas_cumprod, timesteps
 from factory.diffusion.unet import PRESETS, UNet
 from factory.errors import FactoryError
 
@@ -88,6 +88,40 @@ def prepare_data(cfg: TrainConfig, patch: int) -> TrainingData:
     return TrainingData(tr.astype(np.float32), ho.astype(np.float32), float(pixel), sources)
 
 
+@torch.no_grad()
+def calibrate_x0_prior(net: torch.nn.Module, schedule: ScheduleConfig, patches: np.ndarray, data_mean: float,
+                       grid: int = 32, max_patches: int = 32, seed: int = 0) -> checkpoint.X0Prior:
+    """Find the noise levels where the network's (clipped) x0 estimate is worse than the data mean.
+
+    Noises ``patches`` ((N, S, S) in [-1, 1], held out from training) at ``grid``
+    timesteps from T-1 down and compares the RMS error of the clipped x0 estimate
+    with that of the constant ``data_mean``. ``below_abar`` is abar at the first
+    timestep where the network wins: the samplers use the mean above that noise
+    level (see :class:`~factory.diffusion.checkpoint.X0Prior`). Deterministic
+    (seeded noise); stops at the first win, so it costs a few forward passes.
+    """
+    device = next(net.parameters()).device
+    pick = np.unique(np.linspace(0, len(patches) - 1, max_patches).astype(int))  # spread over the held-out region
+    x0 = torch.from_numpy(np.ascontiguousarray(patches[pick], np.float32))[:, None].to(device)  # (N, 1, S, S)
+    prior_rmse = float((x0 - data_mean).square().mean().sqrt())
+    abar = alphas_cumprod(schedule)  # (T,) float64
+    gen = torch.Generator().manual_seed(seed)
+    was_training = net.training
+    net.eval()
+    below = 0.0
+    for t in timesteps(schedule.num_timesteps, grid, Spacing.linspace).tolist():  # T-1 first
+        a = float(abar[t])
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        xt = math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
+        eps = net(xt, torch.full((len(x0),), float(t), device=device)).float()
+        x0_hat = ((xt - math.sqrt(1.0 - a) * eps) / math.sqrt(a)).clamp(-1.0, 1.0)
+        if float((x0_hat - x0).square().mean().sqrt()) <= prior_rmse:
+            below = a
+            break
+    net.train(was_training)
+    return checkpoint.X0Prior(mean=float(data_mean), below_abar=below)
+
+
 def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state.pt")
 
@@ -141,6 +175,8 @@ def train(cfg: TrainConfig, console=None) -> Path:
 
     abar = alphas_cumprod(model_cfg.schedule).float()  # (T,)
     train_x = torch.from_numpy(data.train)  # (P, S, S)
+    data_mean = float(data.train.mean())
+    calibration_patches = data.holdout if len(data.holdout) else data.train  # no held-out strip: training patches
     card = {**cfg.card, "preset": cfg.preset, "patch_size": patch, "hr_pixel_nm": data.hr_pixel_nm,
             "training_images": data.sources, "train_patches": len(data.train), "holdout_patches": len(data.holdout),
             "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay, "seed": cfg.seed,
@@ -151,8 +187,9 @@ def train(cfg: TrainConfig, console=None) -> Path:
                     "gen": gen.get_state(), "step": step, "wall_s": wall_s,
                     "model_config": json.dumps(model_cfg.to_dict())}, state_path_.with_suffix(".tmp"))
         state_path_.with_suffix(".tmp").replace(state_path_)
-        checkpoint.save(out, ema, model_cfg, {**card, "steps": step, "train_wall_s": round(wall_s, 1),
-                                              "final": final})
+        prior = calibrate_x0_prior(ema, model_cfg.schedule, calibration_patches, data_mean)
+        checkpoint.save(out, ema, replace(model_cfg, x0_prior=prior),
+                        {**card, "steps": step, "train_wall_s": round(wall_s, 1), "final": final})
 
     t_start, loss_avg = time.time() - wall_s, float("nan")
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
