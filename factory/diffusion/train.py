@@ -97,7 +97,8 @@ def calibrate_x0_prior(net: torch.nn.Module, schedule: ScheduleConfig, patches: 
     timesteps from T-1 down and compares the RMS error of the clipped x0 estimate
     with that of the constant ``data_mean``. ``below_abar`` is abar at the first
     timestep where the network wins: the samplers use the mean above that noise
-    level (see :class:`~factory.diffusion.checkpoint.X0Prior`). Deterministic
+    level (see :class:`~factory.diffusion.checkpoint.X0Prior`); 0 (prior off) if it never
+    wins, as for a barely trained network. Deterministic
     (seeded noise); stops at the first win, so it costs a few forward passes.
     """
     device = next(net.parameters()).device
@@ -109,7 +110,7 @@ def calibrate_x0_prior(net: torch.nn.Module, schedule: ScheduleConfig, patches: 
     was_training = net.training
     net.eval()
     below = 0.0
-    for t in timesteps(schedule.num_timesteps, grid, Spacing.linspace).tolist():  # T-1 first
+    for t in timesteps(schedule.num_timesteps, min(grid, schedule.num_timesteps), Spacing.linspace).tolist():  # T-1 first
         a = float(abar[t])
         noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
