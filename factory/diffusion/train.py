@@ -22,6 +22,7 @@ from factory import images
 from factory.render import load_training_image
 from factory.device import autocast, pick_device
 from factory.diffusion import checkpoint
+from factory.diffusion.samplers import EpsDenoiser
 from factory.diffusion.schedule import ScheduleConfig, Spacing, alphas_cumprod, timesteps
 from factory.diffusion.unet import PRESETS, UNet
 from factory.errors import FactoryError
@@ -106,6 +107,7 @@ def calibrate_x0_prior(net: torch.nn.Module, schedule: ScheduleConfig, patches: 
     x0 = torch.from_numpy(np.ascontiguousarray(patches[pick], np.float32))[:, None].to(device)  # (N, 1, S, S)
     prior_rmse = float((x0 - data_mean).square().mean().sqrt())
     abar = alphas_cumprod(schedule)  # (T,) float64
+    denoiser = EpsDenoiser(net, abar, clip_x0=True)  # exactly what the samplers see, without a prior
     gen = torch.Generator().manual_seed(seed)
     was_training = net.training
     net.eval()
@@ -113,9 +115,7 @@ def calibrate_x0_prior(net: torch.nn.Module, schedule: ScheduleConfig, patches: 
     for t in timesteps(schedule.num_timesteps, min(grid, schedule.num_timesteps), Spacing.linspace).tolist():  # T-1 first
         a = float(abar[t])
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        xt = math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
-        eps = net(xt, torch.full((len(x0),), float(t), device=device)).float()
-        x0_hat = ((xt - math.sqrt(1.0 - a) * eps) / math.sqrt(a)).clamp(-1.0, 1.0)
+        x0_hat = denoiser(math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise, t)
         if float((x0_hat - x0).square().mean().sqrt()) <= prior_rmse:
             below = a
             break
