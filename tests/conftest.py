@@ -12,6 +12,15 @@ import torch
 # Tiny models run fastest on one thread, and Ray workers share the same two cores.
 torch.set_num_threads(1)
 
+# Ray keeps its session files and the "current cluster" address file under $RAY_TMPDIR/ray
+# (default /tmp/ray, which may not exist, and which any other Ray on the host shares). Every
+# test session gets its own short root (Ray's socket paths must fit in 107 bytes), so that
+# `ray.cluster_utils.Cluster` can write its address file and `--address auto` never finds a
+# Ray that this session did not start.
+_RAY_ROOT = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+os.makedirs(os.path.join(_RAY_ROOT, "ray"), exist_ok=True)
+os.environ["RAY_TMPDIR"] = _RAY_ROOT
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STORM_TIF = SHARED / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"
 
