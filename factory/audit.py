@@ -26,7 +26,7 @@ Output: ``STORE/audit/audit.parquet`` (schema below, written to a temp name and 
 """
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory import images, query
+from factory import images
 from factory.diffusion.quality import unit_rows  # the same NCC normalization as max_ncc: same scores
 from factory.errors import FactoryError
-from factory.store import Store
+from factory.store import Store, layout
 
 AUDIT_SCHEMA = pa.schema([
     pa.field("sample_id", pa.int64(), nullable=False),
@@ -78,7 +78,7 @@ class Reference:
 
 @dataclass
 class AuditResult:
-    path: Path
+    path: str
     samples: int
     patches: int
     max_ncc: float
@@ -91,6 +91,8 @@ def training_reference(cfg: AuditConfig, size: int, hr_pixel_nm: float) -> Refer
     stride = cfg.stride or max(1, size // 4)
     if stride < 1:
         raise FactoryError(f"--stride must be at least 1 px, got {stride}.")
+    if cfg.data_pixel_nm is not None and not cfg.data_pixel_nm > 0:
+        raise FactoryError(f"--data-pixel-nm must be > 0 nm, got {cfg.data_pixel_nm:g}.")
     imgs, files, origins = [], [], []
     for path in images.find_tiffs(list(cfg.train)):
         stack = images.read_stack(path)
@@ -100,7 +102,12 @@ def training_reference(cfg: AuditConfig, size: int, hr_pixel_nm: float) -> Refer
         k = hr_pixel_nm / src_nm
         if abs(k - round(k)) > 1e-6 or round(k) < 1:
             raise FactoryError(f"{path}: the store's HR pixel ({hr_pixel_nm:g} nm) is not an integer multiple of the image pixel ({src_nm:g} nm).")
+        if not np.isfinite(stack.data).all():
+            raise FactoryError(f"{path}: contains NaN or infinite pixels; it cannot be a training image.")
         for frame in images.bin_sum(stack.data, int(round(k))):  # (Hk, Wk) per frame
+            if float(frame.std()) == 0.0:
+                raise FactoryError(f"{path}: an image is constant (all pixels {float(frame.flat[0]):g}); it cannot be a "
+                                   f"training image, and every sample would score NCC 0 against it (a false all-clear).")
             img, _ = images.normalize_unit(frame)
             if min(img.shape) < size:
                 continue
@@ -132,16 +139,16 @@ def best_match(generated: np.ndarray, ref: Reference, chunk: int) -> tuple[np.nd
 
 def audit(store: Store, cfg: AuditConfig, on_progress: Callable[[int, int], None] | None = None) -> AuditResult:
     """Score every committed sample against the training patches and write ``STORE/audit/audit.parquet``."""
-    out = query.audit_path(store)
-    if out.exists() and not cfg.overwrite:
-        raise FactoryError(f"{out} already exists; pass --overwrite to replace it.")
+    out = layout.AUDIT_FILE
+    if store.loc.exists(out) and not cfg.overwrite:
+        raise FactoryError(f"{store.loc.url_of(out)} already exists; pass --overwrite to replace it.")
     if cfg.batch < 1 or cfg.chunk < 1:
         raise FactoryError(f"batch and chunk must be at least 1, got {cfg.batch} and {cfg.chunk}.")
     spec = store.spec
     ref = training_reference(cfg, spec.hr_size, spec.hr_pixel_nm)
     shards = store.committed_shards()
     if not shards:
-        raise FactoryError(f"{store.path} has no committed shard; nothing to audit.")
+        raise FactoryError(f"{store.loc} has no committed shard; nothing to audit.")
     total = sum(len(spec.shard_ids(k)) for k in shards)
     ids, scores, best = [], [], []
     pending_ids, pending = [], []
@@ -155,7 +162,7 @@ def audit(store: Store, cfg: AuditConfig, on_progress: Callable[[int, int], None
 
     for k in shards:
         sl = store.shard_slice(k)
-        pending.append(store.hr[sl])  # (S_k, H, W): one read per shard
+        pending.append(store.read_shard("hr", k))  # (S_k, H, W): one checked read per shard
         pending_ids.append(np.arange(sl.start, sl.stop))
         if sum(map(len, pending)) >= cfg.batch:
             flush()
@@ -171,15 +178,9 @@ def audit(store: Store, cfg: AuditConfig, on_progress: Callable[[int, int], None
             "stride_px": str(cfg.stride or max(1, ref.size // 4)), "hr_pixel_nm": str(spec.hr_pixel_nm),
             "patches": str(len(ref.origins)), "model_id": spec.model_id,
             "created_at": datetime.now(timezone.utc).isoformat()}
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise FactoryError(f"cannot write {out}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(meta), buf)
+    store.loc.write_bytes(out, buf.getvalue())  # atomic: temp + rename locally, one PUT on object storage
     order = np.argsort(-max_ncc, kind="stable")[:5]
-    return AuditResult(out, len(sample_id), len(ref.origins), float(max_ncc.max()), float(max_ncc.mean()),
+    return AuditResult(store.loc.url_of(out), len(sample_id), len(ref.origins), float(max_ncc.max()), float(max_ncc.mean()),
                        [(int(sample_id[i]), float(max_ncc[i])) for i in order])

@@ -22,8 +22,9 @@ see one shard more than another and a consumer with no shard yields nothing. Und
 every rank after ``min(dataset.rank_counts(epoch)) // batch_size`` steps (or use a join
 context) so that no rank waits for a collective that the others never reach.
 
-**Order inside a worker.** Each shard is read whole (one read of its zarr shard file per array,
-decoded directly by :mod:`factory.shard_reader`, ~7x faster than zarr's per-chunk pipeline), its
+**Order inside a worker.** Each shard is read whole (one read of its zarr shard per array through
+:meth:`factory.store.Store.read_shard`: tensorstore where it can, every sample checked against its
+manifest checksum, a damaged shard refused with one FactoryError naming store, shard and sample), its
 unselected samples dropped, and its samples pass through a shuffle buffer of ``shuffle_buffer``
 samples (draw a random slot, yield it, put the next sample there) seeded by
 ``(seed, epoch, rank, worker)``. Same seed, epoch, ranks and workers -> the same order.
@@ -42,15 +43,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from factory.errors import FactoryError
 from factory.normalize import CAMERA_FIELDS, Normalization, Upsample, normalize
-from factory.pipeline import schemas
-from factory.shard_reader import read_shard
 from factory.store import Store
 
 __all__ = ["CAMERA_FIELDS", "DataConfig", "Normalization", "PairDataset", "Upsample", "make_loader", "normalize",
@@ -61,7 +59,7 @@ __all__ = ["CAMERA_FIELDS", "DataConfig", "Normalization", "PairDataset", "Upsam
 class DataConfig:
     """What to stream from a store and how (see the module docstring for the rules)."""
 
-    store: str | Path
+    store: str | Path  # a folder path or a URL (s3://bucket/pairs.zarr)
     where: str | None = None  # SQL condition on manifest columns, e.g. "photons < 300"
     shards: tuple[int, ...] | None = None  # only these shards (e.g. a validation split); None = all committed
     shuffle: bool = True  # shard order from seed + epoch and the shuffle buffer; False = sample_id order per consumer
@@ -83,10 +81,6 @@ class DataConfig:
             raise FactoryError(f"shuffle_buffer must be >= 0 samples, got {self.shuffle_buffer}.")
         if Normalization(self.normalize_hr) is Normalization.camera:
             raise FactoryError("normalize_hr cannot be 'camera': HR is normalized density, not camera ADU.")
-        names = schemas.manifest_schema().names
-        unknown = [f for f in self.fields if f not in names]
-        if unknown:
-            raise FactoryError(f"no manifest column {', '.join(map(repr, unknown))}; columns are: {', '.join(names)}.")
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -119,18 +113,25 @@ class PairDataset(IterableDataset):
 
         self.cfg = cfg
         store = open_store(cfg.store)
-        self.path = store.path
+        if store.product != "pairs":
+            raise FactoryError(f"{store.loc} holds the {store.product} product, not LR/HR pairs; "
+                               f"stream it with factory.data.FrameDataset.")
+        names = store.manifest_schema.names
+        unknown = [f for f in cfg.fields if f not in names]
+        if unknown:
+            raise FactoryError(f"no manifest column {', '.join(map(repr, unknown))}; columns are: {', '.join(names)}.")
+        self.location = store.loc.url
         committed = store.committed_shards()
         if cfg.shards is not None:
             bad = [k for k in cfg.shards if not 0 <= k < store.num_shards]
             if bad:
-                raise FactoryError(f"shards {bad} are out of range: {store.path} has shards 0..{store.num_shards - 1}.")
+                raise FactoryError(f"shards {bad} are out of range: {store.loc} has shards 0..{store.num_shards - 1}.")
             committed = sorted(set(committed) & set(cfg.shards))
         ids = sample_ids_where(store, cfg.where)  # (M,) sorted, committed samples only
         shard_of = ids // store.shard_size
         # shard -> its selected sample ids, for the shards in play that hold at least one
         self.selection = {k: ids[shard_of == k] for k in committed if np.any(shard_of == k)}
-        self.hr_shape, self.lr_shape = tuple(store.hr.shape[1:]), tuple(store.lr.shape[1:])
+        self.hr_shape, self.lr_shape = store.arrays["hr"].sample_shape, store.arrays["lr"].sample_shape
         default_rank, default_world = distributed_rank()
         self.rank = default_rank if cfg.rank is None else cfg.rank
         self.world_size = default_world if cfg.world_size is None else cfg.world_size
@@ -172,20 +173,20 @@ class PairDataset(IterableDataset):
 
     def _open(self) -> Store:
         if self._store is None or self._store_pid != os.getpid():
-            self._store, self._store_pid = Store.open(self.path), os.getpid()
+            self._store, self._store_pid = Store.open(self.location), os.getpid()
         return self._store
 
     def load_shard(self, shard: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The selected samples of one shard: lr (n, 1, h|H, w|W), hr (n, 1, H, W) float32, fields {name: list}."""
         store, cfg = self._open(), self.cfg
         keep = self.selection[shard] - store.shard_slice(shard).start  # (n,) offsets inside the shard
-        hr = read_shard(store.hr, store.path, "hr", shard)[keep]  # (n, H, W) float32: one read of zarr shard k
-        lr = read_shard(store.lr, store.path, "lr", shard)[keep]  # (n, h, w) uint16 ADU
+        hr = store.read_shard("hr", shard)[keep]  # (n, H, W) float32: one checked read of zarr shard k
+        lr = store.read_shard("lr", shard)[keep]  # (n, h, w) uint16 ADU
         names = list(dict.fromkeys(("sample_id", *cfg.fields))) if cfg.fields else []
         wanted = names + (list(CAMERA_FIELDS) if Normalization(cfg.normalize) is Normalization.camera else [])
         fields: dict = {}
         if wanted:
-            table = pq.read_table(store.part_path(shard), columns=list(dict.fromkeys(wanted)))
+            table = store.manifest_part(shard, list(dict.fromkeys(wanted)))
             fields = {c: [_plain(v) for v in np.asarray(table.column(c).to_pylist(), dtype=object)[keep]]
                       for c in table.column_names}
         lr = normalize(lr, cfg.normalize, cfg.percentiles, fields)  # (n, h, w) float32

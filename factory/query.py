@@ -1,62 +1,64 @@
-"""SQL over a store: DuckDB views of the manifest (and the audit table), used by ``factory query``,
-the dataset's ``where`` filter and every ``--where`` option.
+"""Read-only SQL over a store: DuckDB views of the manifest (and the audit and emitter tables), used by
+``factory query``, the dataset's ``where`` filter and every ``--where`` option.
 
-    con = connect(store)                   # views: manifest (committed parts only), audit (when present)
-    con.sql("SELECT shard, avg(photons) FROM manifest GROUP BY shard")
-    sample_ids_where(store, "photons < 300")   # -> sorted int64 sample ids
+    con = connect(store)                        # tables: manifest, audit (when present), emitters (smlm)
+    run(store, "SELECT shard, avg(photons) FROM manifest GROUP BY shard")
+    sample_ids_where(store, "photons < 300")    # -> sorted int64 sample ids
 
-The ``manifest`` view reads exactly the parts of the committed shards (the parts that
-exist), so a half-written store shows what is committed. ``audit`` is
-``STORE/audit/audit.parquet`` written by ``factory audit`` (one row per audited sample:
-``sample_id, max_ncc, best_patch, ...``), joinable on ``sample_id``.
+Queries see the store's tables and nothing else. The tables are Arrow datasets read through the
+store's location (the compacted manifest of a complete store is one read, on S3 too; no DuckDB
+extension is ever installed or loaded), registered on an in-memory DuckDB connection opened with
+``enable_external_access = false``: COPY ... TO, ATTACH, INSTALL, read_csv('/etc/passwd') and the
+like are refused by DuckDB itself. A query must be exactly one SELECT (or WITH ... SELECT) statement;
+a ``where`` must be one expression (wrapped in ``SELECT sample_id FROM manifest WHERE (...)`` and
+parsed: anything that is not one SELECT is refused before it runs).
 
-DuckDB errors become one FactoryError sentence carrying DuckDB's own message (its first
-line, e.g. ``Binder Error: Referenced column "foo" not found in FROM clause!``).
+DuckDB errors become one FactoryError sentence carrying DuckDB's own message (its first line, e.g.
+``Binder Error: Referenced column "foo" not found in FROM clause!``).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from factory.errors import FactoryError
-from factory.pipeline import schemas
-from factory.store import Store
+from factory.store import Store, layout, schemas
+from factory.store.store import read_parquet
 
-AUDIT_DIR = "audit"
-AUDIT_FILE = "audit.parquet"
-
-
-def open_store(path: str | Path) -> Store:
-    """Open a store for reading (one FactoryError sentence when it is not one, or from a newer schema version)."""
-    path = Path(path)
-    if not path.exists():
-        raise FactoryError(f"{path}: no such store (folder not found).")
-    return Store.open(path)
+AUDIT_SCHEMA_NOTE = "audit/audit.parquet written by `factory audit` (one row per audited sample), joined on sample_id"
+ALLOWED = (duckdb.StatementType.SELECT,)
 
 
-def audit_path(store: Store) -> Path:
-    return store.path / AUDIT_DIR / AUDIT_FILE
+def open_store(location) -> Store:
+    """Open a store for reading (one FactoryError sentence when it is not one)."""
+    return Store.open(str(location))
 
 
-def _sql_string(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
+def tables(store: Store) -> dict[str, object]:
+    """The Arrow tables/datasets a query may see, by name."""
+    out: dict[str, object] = {"manifest": store.manifest()}
+    if store.loc.exists(layout.AUDIT_FILE):
+        out["audit"] = read_parquet(store.loc, layout.AUDIT_FILE, "the audit table")
+    if store.product == "smlm":
+        keys = [layout.emitters_part(k) for k in store.committed_shards()]
+        if keys:
+            out["emitters"] = pads.dataset([store.loc.path(k) for k in keys], format="parquet",
+                                           filesystem=store.loc.arrow_filesystem(),
+                                           schema=schemas.table_schema("emitters.v1.json"))
+        else:
+            out["emitters"] = schemas.table_schema("emitters.v1.json").empty_table()
+    return out
 
 
 def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with view ``manifest`` (and ``audit`` when the store has one)."""
-    con = duckdb.connect()
-    parts = [str(store.part_path(k)) for k in store.committed_shards()]
-    if parts:
-        files = ", ".join(_sql_string(p) for p in parts)
-        con.execute(f"CREATE VIEW manifest AS SELECT * FROM read_parquet([{files}])")
-    else:  # nothing committed yet: an empty table with the manifest's columns
-        con.register("_empty_manifest", schemas.manifest_schema().empty_table())
-        con.execute("CREATE VIEW manifest AS SELECT * FROM _empty_manifest")
-    if audit_path(store).is_file():
-        con.execute(f"CREATE VIEW audit AS SELECT * FROM read_parquet({_sql_string(audit_path(store))})")
+    """An in-memory, locked-down DuckDB connection with the store's tables registered (see the module docstring)."""
+    con = duckdb.connect(":memory:", config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    for name, table in tables(store).items():
+        con.register(name, table)
+    con.execute("SET lock_configuration = true")
     return con
 
 
@@ -67,16 +69,24 @@ def duckdb_message(exc: duckdb.Error) -> str:
     return " ".join(kept).rstrip(".") or type(exc).__name__
 
 
+def _one_select(con: duckdb.DuckDBPyConnection, sql: str, what: str) -> None:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise FactoryError(f"{what} is not valid SQL: {duckdb_message(exc)}.") from None
+    if len(statements) != 1 or statements[0].type not in ALLOWED:
+        kinds = ", ".join(s.type.name for s in statements) or "nothing"
+        raise FactoryError(f"{what} must be one SELECT statement (queries are read-only); got {kinds}.")
+
+
 def run(store: Store, sql: str) -> pa.Table:
-    """Run a SELECT (or any read-only statement) over the store's views; the result as an Arrow table."""
+    """Run one SELECT over the store's tables; the result as an Arrow table."""
     if not sql.strip():
         raise FactoryError("the query is empty; give a SQL statement such as \"SELECT count(*) FROM manifest\".")
     con = connect(store)
     try:
-        result = con.sql(sql)
-        if result is None:
-            raise FactoryError(f"the statement {sql!r} returns no rows; give a SELECT over manifest (or audit).")
-        return result.to_arrow_table()
+        _one_select(con, sql, "the query")
+        return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise FactoryError(f"the query failed: {duckdb_message(exc)}.") from None
     finally:
@@ -87,10 +97,12 @@ def sample_ids_where(store: Store, where: str | None) -> np.ndarray:
     """Sorted sample ids of the committed samples matching a SQL condition on manifest columns
     (``where=None``: all committed samples). One FactoryError sentence when DuckDB rejects it."""
     if where is None or not where.strip():
-        return np.sort(store.manifest(["sample_id"]).column("sample_id").to_numpy())
+        return np.sort(store.manifest(["sample_id"]).column("sample_id").to_numpy()).astype(np.int64)
     con = connect(store)
+    sql = f"SELECT sample_id FROM manifest WHERE ({where}) ORDER BY sample_id"
     try:
-        table = con.sql(f"SELECT sample_id FROM manifest WHERE ({where}) ORDER BY sample_id").to_arrow_table()
+        _one_select(con, sql, f"the filter {where!r}")
+        table = con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise FactoryError(f"the filter {where!r} failed: {duckdb_message(exc)}.") from None
     finally:

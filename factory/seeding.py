@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-_DIFFUSION, _DEGRADATION = 0, 1
+_DIFFUSION, _DEGRADATION, _STRUCTURE = 0, 1, 2
 
 
 def _child(run_seed: int, sample_id: int, role: int) -> np.random.SeedSequence:
@@ -36,3 +36,8 @@ def diffusion_generator(run_seed: int, sample_id: int) -> torch.Generator:
 def degradation_rng(run_seed: int, sample_id: int) -> np.random.Generator:
     """numpy generator for sample i's degradation parameters and noise."""
     return np.random.default_rng(_child(run_seed, sample_id, _DEGRADATION))
+
+
+def structure_rng(run_seed: int, sample_id: int) -> np.random.Generator:
+    """numpy generator for sample i's structure when it is not sampled by a DDPM (simulate, images)."""
+    return np.random.default_rng(_child(run_seed, sample_id, _STRUCTURE))

@@ -1,7 +1,7 @@
 """Train the shipped default model (``factory/models/default.safetensors``).
 
 Rerun it to reproduce the model; it resumes from ``runs/default/model.safetensors.state.pt``
-if interrupted. Data: the real STORM reconstruction in ../shared/data/cos7-tubulin-storm
+if interrupted. Data: the real STORM reconstruction in data/cos7-tubulin-storm
 (CC-BY-4.0, Inês Cunha, Instituto Gulbenkian de Ciência, 2023, via nanopyx 2.1.5).
 
     python jobs/train_default_model.py [--steps 7163] [--max-minutes 100]   # resumable
@@ -26,7 +26,7 @@ from factory.diffusion import checkpoint
 from factory.diffusion.train import TrainConfig, calibrate_x0_prior, prepare_data, train
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"
+DATA = ROOT / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"  # shipped in the repository
 ATTRIBUTION = ("Training data: STORM reconstruction of microtubules in a COS-7 cell (beta-tubulin, AlexaFluor647), "
                "acquired and post-processed by Inês Cunha, Instituto Gulbenkian de Ciência, 2023; distributed in the "
                "nanopyx 2.1.5 wheel under CC-BY-4.0. This model is a derivative work under CC-BY-4.0.")

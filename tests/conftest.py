@@ -21,8 +21,9 @@ _RAY_ROOT = tempfile.mkdtemp(prefix="rt", dir="/tmp")
 os.makedirs(os.path.join(_RAY_ROOT, "ray"), exist_ok=True)
 os.environ["RAY_TMPDIR"] = _RAY_ROOT
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-STORM_TIF = SHARED / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"
+ROOT = Path(__file__).resolve().parents[1]
+STORM_TIF = ROOT / "data" / "cos7-tubulin-storm" / "cell1_storm.tif"  # shipped in the repository (CC-BY-4.0)
+STORE_V1 = ROOT / "tests" / "data" / "store_v1"  # a layout-1 store made by factory before the store package
 
 
 @pytest.fixture(scope="session")
@@ -71,13 +72,15 @@ def small_store(tiny_model, tmp_path_factory) -> Path:
 
     from factory.pipeline.driver import generate
     from factory.pipeline.spec import ClusterConfig, GenerateConfig
+    from factory.structures import StructureConfig
 
     d = tmp_path_factory.mktemp("small_store")
     degradation = d / "degradation.json"
     degradation.write_text(json.dumps({"schema_version": 1, "downsample": 4,
                                        "photons": {"low": 100, "high": 2000, "log": True}}))
-    cfg = GenerateConfig(n=22, out=d / "small.zarr", model=str(tiny_model), sampler={"kind": "dpmpp", "steps": 4, "eta": 0.0},
-                         batch_size=4, shard_size=4, seed=1, degradation=degradation, hr_size=32)
+    source = StructureConfig(model=str(tiny_model), sampler={"kind": "dpmpp", "steps": 4, "eta": 0.0})
+    cfg = GenerateConfig(n=22, out=d / "small.zarr", structure=source, batch_size=4, shard_size=4, seed=1,
+                         degradation=degradation, hr_size=32)
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
@@ -89,3 +92,51 @@ def small_store(tiny_model, tmp_path_factory) -> Path:
             ray.shutdown()
     assert result.status == "complete", result
     return cfg.out
+
+
+def build_store(location, hr: np.ndarray, shard_size: int = 4, seed: int = 3, degradation=None,
+                hr_pixel_nm: float = 20.0, card: dict | None = None, finalize: bool = True):
+    """A complete pairs store holding exactly the HR images ``hr`` (N, S, S) in [0, 1], made without Ray:
+    the real pairs stage and the real writer (lease, exclusive commit markers, finalize). Returns the Store."""
+    from factory.optics import DegradationConfig
+    from factory.pipeline.finalize import finalize as finish
+    from factory.pipeline.tasks import pairs_shard
+    from factory.store import Location, RunSpec, Store, writer
+    from factory.store.lease import Lease
+
+    n, S, _ = hr.shape
+    cfg = degradation or DegradationConfig()
+    structure = {"kind": "ddpm", "id": "ab" * 32, "model_id": "ab" * 32, "model_path": "/nowhere/tiny.safetensors",
+                 "sampler": {"kind": "dpmpp", "steps": 5, "eta": 0.0}, "bf16": False}
+    spec = RunSpec(n=n, seed=seed, shard_size=shard_size, batch_size=2, product="pairs", structure=structure, hr_size=S,
+                   lr_size=S // cfg.downsample, hr_pixel_nm=hr_pixel_nm, lr_pixel_nm=hr_pixel_nm * cfg.downsample,
+                   degradation=cfg.to_dict(), package_version="0.1.0")
+    loc = Location.parse(location)
+    with Lease(loc) as lease:
+        store = writer.create(loc, spec, card or {"preset": "tiny"})
+        for k in range(spec.num_shards):
+            sl = store.shard_slice(k)
+            out = pairs_shard(spec, k, np.ascontiguousarray(hr[sl], np.float32), "cpu", lease.run_id)
+            writer.commit_shard(store, k, out.blocks, out.table, lease.run_id)
+        if finalize:
+            finish(Store.open(loc, writable=True))
+    return Store.open(loc)
+
+
+def uncommit(location, shards) -> None:
+    """Make a (copied) complete store what a run killed before committing ``shards`` leaves: status planned,
+    no compacted manifest, those shards' commit markers and data gone (the primitives `repair` uses)."""
+    from factory.store import Store, writer
+
+    store = Store.open(str(location), writable=True)
+    writer.reopen_for_repair(store)
+    writer.drop_shards(store, list(shards))
+
+
+def flip_byte(path, offset: int = 40, mask: int = 0x10) -> None:
+    """Flip bits of one byte of a file in place (silent corruption)."""
+    from pathlib import Path
+
+    data = bytearray(Path(path).read_bytes())
+    data[offset] ^= mask
+    Path(path).write_bytes(bytes(data))

@@ -1,6 +1,6 @@
 """``factory audit``: planted flipped / rotated copies of training patches score ~1, independent
 images do not; the audit table lands in the store and ``factory query`` joins it. The store is
-built here without Ray (real Zarr + Parquet via ``Store.write_shard`` and the real degrade path)."""
+built here without Ray (conftest.build_store: the real pairs stage and writer)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,10 +14,8 @@ from factory.audit import AuditConfig, Reference, audit, best_match, training_re
 from factory.cli import app
 from factory.diffusion.quality import max_ncc
 from factory.errors import FactoryError
-from factory.optics import DegradationConfig
-from factory.pipeline.spec import RunSpec
-from factory.pipeline.tasks import degrade_shard
 from factory.store import Store
+from conftest import build_store
 
 runner = CliRunner()
 S = 16  # HR side (px at 20 nm)
@@ -54,19 +52,10 @@ def binned(training_tif):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, binned):
     """10 samples (shards of 4): independent filament images, except planted flipped/rotated training patches."""
-    spec = RunSpec(n=10, seed=3, shard_size=4, batch_size=2, sampler={"kind": "dpmpp", "steps": 5, "eta": 0.0},
-                   model_id="ab" * 32, model_path="/nowhere/tiny.safetensors", hr_size=S, lr_size=S // 4,
-                   hr_pixel_nm=20.0, lr_pixel_nm=80.0, degradation=DegradationConfig().to_dict(), package_version="0.1.0")
-    path = tmp_path_factory.mktemp("audit") / "s.zarr"
-    store = Store.create(path, spec, {"preset": "tiny"})
-    hr = np.stack([images.normalize_unit(filaments((S, S), seed=100 + i))[0] for i in range(spec.n)])  # (10, S, S)
+    hr = np.stack([images.normalize_unit(filaments((S, S), seed=100 + i))[0] for i in range(10)])  # (10, S, S)
     for i, (y, x, view) in PLANTED.items():
         hr[i] = images.dihedral8(binned[y:y + S, x:x + S])[view]
-    for k in range(spec.num_shards):
-        sl = store.shard_slice(k)
-        lr, table = degrade_shard(spec, k, hr[sl], "cpu")
-        store.write_shard(k, hr[sl], lr, table)
-    return path
+    return build_store(tmp_path_factory.mktemp("audit") / "s.zarr", hr).loc.root
 
 
 def test_planted_copies_score_one_and_independent_images_do_not(store, training_tif):
@@ -112,17 +101,23 @@ def test_cli_writes_the_audit_table_and_query_joins_it(store, training_tif):
 
 def test_bad_training_inputs_are_one_sentence(store, tmp_path):
     unknown = tmp_path / "nopixel.tif"
-    images.write_tiff(unknown, np.ones((64, 64), np.float32), pixel_nm=None)
+    images.write_tiff(unknown, np.random.default_rng(1).random((64, 64), dtype=np.float32), pixel_nm=None)
     odd = tmp_path / "odd.tif"
     images.write_tiff(odd, np.ones((64, 64), np.float32), pixel_nm=15.0)
     small = tmp_path / "small.tif"
-    images.write_tiff(small, np.ones((8, 8), np.float32), pixel_nm=20.0)
+    images.write_tiff(small, np.random.default_rng(0).random((8, 8), dtype=np.float32), pixel_nm=20.0)
+    zeros, nans = tmp_path / "zeros.tif", tmp_path / "nans.tif"
+    images.write_tiff(zeros, np.zeros((64, 64), np.float32), pixel_nm=20.0)
+    images.write_tiff(nans, np.full((64, 64), np.nan, np.float32), pixel_nm=20.0)
     cases = [([unknown], "pixel size unknown; pass --data-pixel-nm"), ([odd], "not an integer multiple"),
-             ([small], "no training image is at least 16 x 16"), ([tmp_path / "absent.tif"], "no such file")]
+             ([small], "no training image is at least 16 x 16"), ([tmp_path / "absent.tif"], "no such file"),
+             ([zeros], r"is constant \(all pixels 0\).*a false all-clear"), ([nans], "contains NaN or infinite pixels")]
     for train, message in cases:
         with pytest.raises(FactoryError, match=message):
             audit(Store.open(store), AuditConfig(train=tuple(train), overwrite=True))
     r = runner.invoke(app, ["audit", str(store), "--train", str(unknown), "--data-pixel-nm", "10", "--overwrite"])
     assert r.exit_code == 0 and "against 169 training patches" not in r.stdout  # 64 px at 10 nm -> 32 px: 25 patches
     assert "against 25 training patches" in r.stdout
+    r = runner.invoke(app, ["audit", str(store), "--train", str(unknown), "--data-pixel-nm", "0", "--overwrite"])
+    assert r.exit_code == 2 and "--data-pixel-nm must be > 0 nm" in r.stderr and "Traceback" not in r.output
     assert isinstance(training_reference(AuditConfig(train=(small,)), 8, 20.0), Reference)

@@ -14,6 +14,7 @@ import torch
 from factory.data import DataConfig, Normalization, PairDataset, Upsample, make_loader, shuffle_buffer
 from factory.errors import FactoryError
 from factory.store import Store
+from conftest import flip_byte, uncommit
 
 N = 22
 
@@ -63,7 +64,8 @@ def test_pairs_match_the_store_and_fields_match_the_manifest(small_store):
 
 def test_where_selects_what_duckdb_selects_and_bad_columns_are_one_sentence(small_store):
     store = Store.open(small_store)
-    want = sorted(r[0] for r in duckdb.sql(f"SELECT sample_id FROM '{store.manifest_glob}' WHERE photons < 300").fetchall())
+    glob = small_store / "manifest" / "part-*.parquet"  # the Parquet parts, read by DuckDB with no help from factory
+    want = sorted(r[0] for r in duckdb.sql(f"SELECT sample_id FROM '{glob}' WHERE photons < 300").fetchall())
     assert 0 < len(want) < N
     ds = PairDataset(DataConfig(small_store, where="photons < 300", fields=("sample_id", "photons")))
     got = [(f["sample_id"], f["photons"]) for _, _, f in ds]
@@ -97,7 +99,7 @@ def test_upsampling_and_normalizations(small_store):
 def test_only_committed_shards_are_read_and_an_explicit_split_is_honoured(small_store, tmp_path):
     copy = tmp_path / "partial.zarr"
     shutil.copytree(small_store, copy)
-    Store.open(copy).part_path(2).unlink()  # shard 2 (ids 8..11) no longer committed
+    uncommit(copy, [2])  # shard 2 (ids 8..11) no longer committed
     ids = sorted(f["sample_id"] for _, _, f in PairDataset(DataConfig(copy, fields=("sample_id",))))
     assert ids == [i for i in range(N) if not 8 <= i < 12]
     held_out = sorted(f["sample_id"] for _, _, f in PairDataset(DataConfig(copy, shards=(2, 5), fields=("sample_id",))))
@@ -167,28 +169,20 @@ def test_train_care_job_streams_the_store_and_writes_a_checkpoint(small_store, t
         job.train(job.CareConfig(store=str(small_store), val_shards=6))
 
 
-def test_direct_shard_decode_equals_zarr_and_falls_back_to_it(small_store, tmp_path):
-    import zarr
-
-    from factory.shard_reader import direct_layout, read_shard
-
+def test_checked_reads_equal_zarr_and_refuse_damage_naming_store_shard_and_sample(small_store, tmp_path):
     store = Store.open(small_store)
-    assert direct_layout(store.hr) and direct_layout(store.lr)
     for k in range(store.num_shards):  # the last shard holds 2 of 4 inner chunks
         for name in ("hr", "lr"):
-            arr = getattr(store, name)
-            got, want = read_shard(arr, store.path, name, k), arr[store.shard_slice(k)]
+            got, want = store.read_shard(name, k), store.zarr_array(name)[store.shard_slice(k)]
             assert got.dtype == want.dtype and np.array_equal(got, want)
     copy = tmp_path / "c.zarr"
     shutil.copytree(small_store, copy)
-    f = copy / "hr" / "c" / "1" / "0" / "0"
-    data = bytearray(f.read_bytes())
-    data[-1] ^= 0xFF  # the index checksum: the direct path refuses, zarr reads and raises its own error
-    f.write_bytes(bytes(data))
-    damaged = Store.open(copy)
-    with pytest.raises(Exception, match="checksum"):
-        read_shard(damaged.hr, damaged.path, "hr", 1)
-    plain = zarr.create_array(str(tmp_path / "plain.zarr"), shape=(6, 4, 4), chunks=(2, 4, 4), dtype="float32")
-    plain[:] = np.arange(96, dtype=np.float32).reshape(6, 4, 4)
-    assert not direct_layout(plain)
-    np.testing.assert_array_equal(read_shard(plain, tmp_path, "plain.zarr", 1), plain[2:4])
+    flip_byte(copy / "hr" / "0" / "c" / "1" / "0" / "0")
+    loader = make_loader(DataConfig(copy, shuffle=False), batch_size=2)
+    with pytest.raises(FactoryError, match=r"c\.zarr: shard 1: (hr data does not decode|sample \d+'s hr does not match)"):
+        list(loader)
+    (copy / "lr" / "0" / "c" / "3" / "0" / "0").unlink()
+    with pytest.raises(FactoryError, match=r"shard 3: lr data file or an inner chunk is missing"):
+        list(PairDataset(DataConfig(copy, shards=(3,))))
+    got = [f["sample_id"] for _, _, f in PairDataset(DataConfig(copy, shards=(0, 2), shuffle=False, fields=("sample_id",)))]
+    assert got == list(range(0, 4)) + list(range(8, 12))  # undamaged shards still stream

@@ -32,13 +32,15 @@ from factory.cli import app
 from factory.pipeline.driver import generate
 from factory.pipeline.spec import ClusterConfig, GenerateConfig
 from factory.store import Store, sample_checksum
+from factory.structures import StructureConfig
 
 SAMPLER = {"kind": "dpmpp", "steps": 6, "eta": 0.0}
-TIMING = ["created_at", "host"]  # the only manifest columns allowed to differ between equal runs
+TIMING = ["created_at", "host", "run_id"]  # the only manifest columns allowed to differ between equal runs
 
 
 def config(tiny_model, out, **changes) -> GenerateConfig:
-    base = GenerateConfig(n=6, out=out, model=str(tiny_model), sampler=SAMPLER, batch_size=2, shard_size=4, seed=7)
+    base = GenerateConfig(n=6, out=out, structure=StructureConfig(model=str(tiny_model), sampler=SAMPLER), batch_size=2,
+                          shard_size=4, seed=7)
     return dataclasses.replace(base, **changes)
 
 
@@ -76,7 +78,10 @@ def test_generate_writes_a_complete_verifiable_store(r1):
         assert sample_checksum(store.hr[i]) == row["hr_checksum"] and sample_checksum(store.lr[i]) == row["lr_checksum"]
     hr = store.hr[:]  # (6, 16, 16)
     assert hr.min() >= 0 and hr.max() <= 1 and len({sample_checksum(h) for h in hr}) == 6
-    assert duckdb.sql(f"SELECT count(*), min(steps), max(steps) FROM '{store.manifest_glob}'").fetchall() == [(6, 6, 6)]
+    glob = out / "manifest" / "part-*.parquet"
+    assert duckdb.sql(f"SELECT count(*), min(steps), max(steps) FROM '{glob}'").fetchall() == [(6, 6, 6)]
+    assert duckdb.sql(f"SELECT count(*) FROM '{out / 'manifest.parquet'}'").fetchall() == [(6,)]  # compacted, no factory
+    assert not (out / ".factory" / "lease.json").exists()  # released at the end of the run
 
 
 def test_samples_do_not_depend_on_workers_n_or_shard_size(r1, r2):
@@ -100,7 +105,9 @@ def test_rerun_of_a_complete_store_does_nothing_and_says_so(r1, tiny_model):
 def test_a_crash_between_last_commit_and_finalize_is_finished_by_a_rerun(r1, tiny_model, tmp_path):
     out = tmp_path / "unfinished.zarr"
     shutil.copytree(r1[0], out)
-    Store.open(out, writable=True).set_attrs(status="planned", totals=None, card=None)
+    from factory.store import writer
+
+    writer.reopen_for_repair(Store.open(out, writable=True))  # status planned, no compacted manifest: all parts present
     result = generate(config(tiny_model, out))
     assert result.status == "complete" and result.generated == 0 and result.skipped == 6
     store = Store.open(out)
@@ -116,7 +123,7 @@ def test_a_different_config_is_refused_naming_the_fields(r1, tiny_model):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     text = " ".join(result.output.split())
-    assert "different config (n, seed, sampler.steps differ)" in text and "--overwrite" in text
+    assert "different config (n, seed, structure.sampler.steps differ)" in text and "--overwrite" in text
     assert "Traceback" not in result.output and Store.open(out).spec.seed == 7
 
 

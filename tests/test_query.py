@@ -14,6 +14,7 @@ from factory import query
 from factory.cli import app
 from factory.errors import FactoryError
 from factory.store import Store
+from conftest import uncommit
 
 runner = CliRunner()
 
@@ -23,7 +24,7 @@ def run(*args):
 
 
 def test_table_output_agrees_with_duckdb_on_the_parquet_files(small_store):
-    glob = Store.open(small_store).manifest_glob
+    glob = small_store / "manifest" / "part-*.parquet"  # the parts, read by DuckDB with no help from factory
     want = duckdb.sql(f"SELECT count(*) FROM '{glob}' WHERE photons < 300").fetchall()[0][0]
     r = run(small_store, "SELECT count(*) AS n FROM manifest WHERE photons < 300")
     assert r.exit_code == 0, r.output
@@ -72,10 +73,38 @@ def test_an_unfinished_store_shows_only_committed_parts(small_store, tmp_path):
 
     copy = tmp_path / "partial.zarr"
     shutil.copytree(small_store, copy)
-    store = Store.open(copy)
-    for k in range(store.num_shards):
-        store.part_path(k).unlink()
+    uncommit(copy, range(Store.open(copy).num_shards))
     assert query.run(Store.open(copy), "SELECT count(*) AS n FROM manifest").column("n").to_pylist() == [0]
     assert len(query.sample_ids_where(Store.open(copy), "photons > 0")) == 0
     with pytest.raises(FactoryError, match="no such store"):
         query.open_store(tmp_path / "missing.zarr")
+
+
+def test_queries_are_read_only_and_see_only_the_stores_tables(small_store, tmp_path):
+    """COPY, ATTACH, CREATE, extension installs and reading other files are refused; nothing is written."""
+    target = tmp_path / "x.csv"
+    attacks = [f"COPY (SELECT 42) TO '{target}'", f"ATTACH '{tmp_path / 'db.duckdb'}'", "CREATE TABLE t AS SELECT 1",
+               "SELECT * FROM read_csv('/etc/passwd')", "INSTALL httpfs",
+               f"SELECT * FROM '{small_store / 'manifest' / 'part-000000.parquet'}'",
+               "SELECT 1; SELECT 2", "SET enable_external_access = true"]
+    before = sorted(p.name for p in (small_store / "manifest").iterdir())
+    for sql in attacks:
+        r = run(small_store, sql)
+        assert r.exit_code == 2 and r.output.count("error:") == 1 and "Traceback" not in r.output, (sql, r.output)
+    assert not target.exists() and not (tmp_path / "db.duckdb").exists()
+    assert sorted(p.name for p in (small_store / "manifest").iterdir()) == before
+
+
+def test_a_where_is_one_expression_not_an_injection(small_store, tmp_path):
+    store = Store.open(small_store)
+    evil = f"1=1); COPY (SELECT 42) TO '{tmp_path / 'x.csv'}'; SELECT sample_id FROM manifest WHERE (1=1"
+    with pytest.raises(FactoryError, match="must be one SELECT statement"):
+        query.sample_ids_where(store, evil)
+    with pytest.raises(FactoryError, match="file system operations are disabled"):
+        query.sample_ids_where(store, "sample_id IN (SELECT 1 FROM read_csv('/etc/passwd'))")
+    assert not (tmp_path / "x.csv").exists()
+    from factory.data import DataConfig, PairDataset
+
+    with pytest.raises(FactoryError, match="must be one SELECT statement"):
+        PairDataset(DataConfig(small_store, where=evil))
+    assert len(query.sample_ids_where(store, "photons > 0 AND shard IN (1, 2)")) == 8

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from factory import images
 from factory.cli import app
 from factory.store import Store
+from conftest import uncommit
 
 runner = CliRunner()
 
@@ -37,19 +38,22 @@ def test_info_json_reports_counts_shapes_pixels_model_and_ranges(small_store):
     info = json.loads(r.stdout)
     assert info["samples"] == {"committed": 22, "total": 22, "manifest_rows": 22} and info["complete"]
     assert info["shards"]["committed"] == info["shards"]["total"] == 6 and info["shards"]["shard_size"] == 4
-    assert info["arrays"]["hr"] == {"shape": [22, 32, 32], "dtype": "float32", "pixel_nm": 20.0, "unit": info["arrays"]["hr"]["unit"]}
+    assert {k: info["arrays"]["hr"][k] for k in ("shape", "dtype", "pixel_nm", "path")} == \
+        {"shape": [22, 32, 32], "dtype": "float32", "pixel_nm": 20.0, "path": "hr/0"}
     assert info["arrays"]["lr"]["shape"] == [22, 8, 8] and info["arrays"]["lr"]["dtype"] == "uint16" and info["pixel_nm"]["lr"] == 80.0
-    assert info["sampler"]["kind"] == "dpmpp" and info["sampler"]["steps"] == 4 and info["model"]["card"]["preset"] == "tiny"
+    assert info["sampler"]["kind"] == "dpmpp" and info["sampler"]["steps"] == 4 and info["structure"]["card"]["preset"] == "tiny"
     assert info["degradation"]["photons"] == {"low": 100.0, "high": 2000.0, "log": True}
     photons = Store.open(small_store).manifest(["photons"]).column("photons").to_numpy()
     assert info["observed"]["photons"] == {"min": photons.min(), "max": photons.max(), "unit": "photons"}
-    assert info["schema_version"] == 1 and info["size_bytes"] > Store.open(small_store).stored_bytes() > 0
+    assert info["schema_version"] == 2 and info["product"] == "pairs" and info["structure"]["kind"] == "ddpm"
+    assert info["size_bytes"] > Store.open(small_store).attrs["totals"]["stored_bytes"] > 0
     human = run("info", small_store)
     assert human.exit_code == 0 and "22 committed of 22" in human.stdout and "pixel 20 nm" in human.stdout and "photons" in human.stdout
+    assert "normalized density in [0, 1]" in human.stdout and "complete: complete" not in human.stdout  # brackets survive
 
 
 def test_info_of_an_unfinished_store_lists_missing_shards(copy):
-    Store.open(copy).part_path(3).unlink()
+    uncommit(copy, [3])
     info = json.loads(run("info", copy, "--json").stdout)
     assert info["samples"]["committed"] == 18 and info["shards"]["missing"] == [3] and not info["complete"]
 
@@ -60,7 +64,7 @@ def test_verify_passes_a_sound_store(small_store):
 
 
 def test_verify_finds_flipped_bytes_in_an_hr_shard_file(copy):
-    path = copy / "hr" / "c" / "2" / "0" / "0"  # zarr shard 2 of hr: samples 8..11
+    path = copy / "hr" / "0" / "c" / "2" / "0" / "0"  # zarr shard 2 of hr: samples 8..11
     data = bytearray(path.read_bytes())
     for i in range(len(data) // 3, len(data) // 3 + 16):
         data[i] ^= 0xFF
@@ -69,13 +73,13 @@ def test_verify_finds_flipped_bytes_in_an_hr_shard_file(copy):
     assert r.exit_code == 1 and "Traceback" not in r.output
     # zstd may refuse the frame (does not decode) or decode garbage (checksums): both are damage of shard 2
     assert "shard 2: hr data does not decode" in r.stdout or "sample 8: hr checksum" in r.stdout or "sample 9: hr checksum" in r.stdout
-    assert "DAMAGED" in r.output and "shard 1" not in r.stdout
+    assert "DAMAGED" in r.output and "shard 1" not in r.stdout and f"to fix: factory repair {copy}" in r.output
 
 
 def test_verify_finds_a_changed_sample_and_a_deleted_manifest_part(copy):
-    arr = zarr.open_array(str(copy / "lr"), mode="r+")
-    arr[5] = arr[5] + 1  # (8, 8) uint16 ADU: decodes fine, checksum differs
-    Store.open(copy).part_path(4).unlink()
+    arr = zarr.open_array(str(copy / "lr" / "0"), mode="r+")
+    arr[4:8] = arr[4:8] + np.uint16(1) * (np.arange(4) == 1)[:, None, None]  # whole shard rewritten, sample 5 changed
+    (copy / "manifest" / "part-000004.parquet").unlink()
     r = run("verify", copy)
     assert r.exit_code == 1
     assert "damaged: sample 5: lr checksum does not match the manifest" in r.stdout
@@ -84,20 +88,18 @@ def test_verify_finds_a_changed_sample_and_a_deleted_manifest_part(copy):
 
 
 def test_verify_of_an_interrupted_run_needs_allow_incomplete(copy):
-    store = Store.open(copy, writable=True)
-    store.set_attrs(status="planned")  # as before finalize: shards 5 not committed yet, a temp file left over
-    store.part_path(5).unlink()
-    (store.manifest_dir / ".part-000005.parquet.dead.tmp").write_bytes(b"half")
+    uncommit(copy, [5])  # as before finalize: shard 5 not committed yet, a temp file left over
+    (copy / "manifest" / ".part-000005.parquet.dead.tmp").write_bytes(b"half")
     r = run("verify", copy)
-    assert r.exit_code == 1 and "uncommitted: 1 shard(s): not committed yet: shards 5" in r.stdout and "stray:" in r.stdout
+    assert r.exit_code == 1 and "incomplete: 1 shard(s): not committed yet: shards 5" in r.stdout and "stray:" in r.stdout
+    assert "INCOMPLETE" in r.output and "DAMAGED" not in r.output and "rerun the factory generate command" in r.output
     r = run("verify", copy, "--allow-incomplete")
     assert r.exit_code == 0 and r.stdout.startswith("OK: 20 samples in 5 committed shards") and "note: stray" in r.output
 
 
 def test_verify_finds_duplicate_hr_images_and_extra_parts(copy):
-    store = Store.open(copy)
-    shutil.copy(store.part_path(0), store.manifest_dir / "part-000009.parquet")  # beyond the 6 planned shards
-    hr = zarr.open_array(str(copy / "hr"), mode="r+")
+    shutil.copy(copy / "manifest" / "part-000000.parquet", copy / "manifest" / "part-000009.parquet")  # beyond 6 shards
+    hr = zarr.open_array(str(copy / "hr" / "0"), mode="r+")
     block = hr[0:4]
     block[1] = block[0]
     hr[0:4] = block  # whole zarr shard rewritten: sample 1 = sample 0

@@ -3,16 +3,19 @@ one red sentence on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from factory.errors import FactoryError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Synthetic LR/HR training pairs for super-resolution microscopy.")
-console = Console(stderr=True)
+# rich_markup_mode=None: help text is plain, so units such as "[nm]" and typer's own "[default: 20]" survive.
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Synthetic training data for super-resolution microscopy: LR/HR pairs and SMLM frame stacks.")
+console = Console(stderr=True, soft_wrap=True)  # never break a sentence or a command into lines: the terminal wraps
 
 
 @app.callback()
@@ -29,7 +32,10 @@ def command(name: str | None = None, **kwargs):
             try:
                 return fn(*args, **kw)
             except FactoryError as exc:
-                console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+                console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                if getattr(exc, "hard_exit", False):  # e.g. a Ray cluster that never answered: do not wait for its threads
+                    console.file.flush()
+                    os._exit(2)
                 raise typer.Exit(2) from None
 
         app.command(name, **kwargs)(wrapper)
@@ -45,7 +51,5 @@ def check_output(path: Path, overwrite: bool) -> None:
     parent = path.resolve().parent
     if not parent.is_dir():
         raise FactoryError(f"cannot write {path}: folder {parent} does not exist.")
-    import os
-
     if not os.access(parent, os.W_OK):
         raise FactoryError(f"cannot write {path}: folder {parent} is not writable.")

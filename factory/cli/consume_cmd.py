@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from factory.cli.app import check_output, command, console
@@ -27,7 +28,7 @@ class OutputFormat(str, enum.Enum):
 # The values of factory.tools.export.ExportFormat (not imported here: it pulls in zarr and duckdb).
 ExportFormatName = enum.Enum("ExportFormatName", {k: k for k in ("tiff", "npz")}, type=str)
 
-STORE_ARG = typer.Argument(..., help="A factory store (the .zarr folder written by `factory generate`).")
+STORE_ARG = typer.Argument(..., help="A factory store: the folder written by `factory generate`, or its URL (s3://bucket/pairs.zarr, file:///..., gs://...).")
 WHERE_HELP = ("SQL condition on manifest columns selecting the samples, e.g. \"photons < 300 AND psf_sigma_nm > 100\" "
               "(columns and units: schemas/manifest.v1.json; photons, nm, ADU, e-). (default: every committed sample)")
 
@@ -62,7 +63,7 @@ def _print_rows(result) -> None:
 
 @command("query")
 def query_command(
-    store: Path = STORE_ARG,
+    store: str = STORE_ARG,
     sql: str = typer.Argument(..., help="DuckDB SQL over the views `manifest` (one row per committed sample) and `audit` "
                                         "(after `factory audit`; join on sample_id), e.g. \"SELECT count(*) FROM manifest WHERE photons < 300\"."),
     format: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table (on the terminal), csv (to --out or stdout) or parquet (needs --out)."),
@@ -103,7 +104,7 @@ def query_command(
 
 @command("info")
 def info_command(
-    store: Path = STORE_ARG,
+    store: str = STORE_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON (counts, shapes, pixel sizes in nm, model, run spec, observed ranges with units, size in bytes)."),
 ) -> None:
     """Summarize a store: samples and shards (committed / planned), shapes and pixel sizes (nm),
@@ -120,37 +121,57 @@ def info_command(
 
 @command("verify")
 def verify_command(
-    store: Path = STORE_ARG,
-    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Accept what an interrupted, resumable run leaves (uncommitted shards, temp files): report them as notes and exit 0 if nothing is damaged."),
+    store: str = STORE_ARG,
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Accept what an unfinished, resumable run leaves (uncommitted shards, temp files): report them as notes and exit 0 if nothing is damaged."),
 ) -> None:
-    """Recompute the checksum of every committed sample (whole-shard reads) and look for missing,
-    duplicate or uncommitted shards and samples and stray files. Exit 0 and "OK", or exit 1 with the list."""
+    """Check every committed sample against its checksum (decoded through zarr-python), the metadata third-party
+    readers need, manifest rows against the run spec, and look for missing, duplicate, foreign or stray data.
+    Exit 0 and "OK"; exit 1 with the list and the command that fixes it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from factory import query
-    from factory.tools.verify import verify
+    from factory.store.verify import verify
 
-    opened = query.open_store(store)
     with Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
                   console=console, transient=True) as bar:
-        task = bar.add_task("verify", total=len(opened.committed_shards()))
-        report = verify(opened, on_shard=lambda k: bar.advance(task))
+        task = bar.add_task("verify", total=None)
+        report = verify(store, on_shard=lambda k: bar.advance(task))
     failures, notes = report.failures(allow_incomplete), report.notes(allow_incomplete)
     for p in notes:
-        console.print(f"note: {p.line()}", highlight=False)
+        console.print(f"note: {p.line()}", highlight=False, markup=False)
+    checked = f"{report.samples_checked} samples in {report.shards_checked} committed shards checked"
     if failures:
         for p in failures:
             typer.echo(p.line())
-        console.print(f"[bold red]DAMAGED:[/bold red] {len(failures)} problem(s) in {store} "
-                      f"({report.samples_checked} samples in {report.shards_checked} committed shards checked).", highlight=False)
+        damaged = any(p.damage for p in failures)
+        word = "DAMAGED" if damaged else "INCOMPLETE"
+        console.print(f"[bold red]{word}:[/bold red] {len(failures)} problem(s) in {escape(store)} ({checked}); "
+                      f"to fix: {escape(report.fix())}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     typer.echo(f"OK: {report.samples_checked} samples in {report.shards_checked} committed shards match their checksums"
                + (f" ({len(notes)} note(s))" if notes else "") + ".")
 
 
+@command("repair")
+def repair_command(
+    store: str = STORE_ARG,
+    address: str = typer.Option(None, "--address", help="Ray cluster to join for the regeneration: 'auto' or ray://host:port. (default: an embedded local Ray)"),
+    workers: int = typer.Option(None, "--workers", min=1, help="Structure actors for the regeneration. (default: one per GPU, else one per CPU)"),
+    model: str = typer.Option(None, "--model", help="DDPM stores: the checkpoint to regenerate with, when it is no longer at the path the run recorded (checked by SHA-256)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be rebuilt and regenerated."),
+) -> None:
+    """Verify a store, rebuild lost metadata (root and array zarr.json) from its run spec, drop the commit markers
+    of damaged shards and regenerate exactly those shards, byte-identical to the originals, then finalize."""
+    from factory.pipeline.repair import repair
+    from factory.pipeline.spec import ClusterConfig
+
+    result = repair(store, ClusterConfig(address=address, workers=workers), model=model, dry_run=dry_run,
+                    on_note=lambda line: console.print(line, highlight=False, markup=False))
+    typer.echo(result.sentence())
+
+
 @command("preview")
 def preview_command(
-    store: Path = STORE_ARG,
+    store: str = STORE_ARG,
     out: Path = typer.Option(..., "--out", help="PNG file to write (e.g. grid.png)."),
     where: str = typer.Option(None, "--where", help=WHERE_HELP),
     n: int = typer.Option(8, "--n", min=1, max=256, help="Pairs shown: the first N matching samples by sample_id."),
@@ -170,7 +191,7 @@ def preview_command(
 
 @command("export")
 def export_command(
-    store: Path = STORE_ARG,
+    store: str = STORE_ARG,
     format: ExportFormatName = typer.Option(..., "--format", help="tiff: lr.tif (uint16 ADU) + hr.tif (float32 density) ImageJ stacks with pixel size (Fiji); npz: CSBDeep training data pairs.npz (X, Y, axes 'SCYX')."),
     out: Path = typer.Option(..., "--out", help="Folder to write into (created); also gets samples.csv, the manifest rows in export order."),
     where: str = typer.Option(None, "--where", help=WHERE_HELP),
@@ -197,7 +218,7 @@ def export_command(
 
 @command("audit")
 def audit_command(
-    store: Path = STORE_ARG,
+    store: str = STORE_ARG,
     train: list[Path] = typer.Option(..., "--train", help="Training TIFF file or folder (repeat --train for several): the images the model was trained on."),
     data_pixel_nm: float = typer.Option(None, "--data-pixel-nm", min=0.0, help="Pixel size of the training images in nm when their metadata lacks it; they are sum-binned to the store's HR pixel size (an integer factor). (default: from the TIFF)"),
     stride: int = typer.Option(None, "--stride", min=1, help="Pixels between training patch origins on the binned grid; smaller finds shifted copies at stride^-2 the speed. (default: HR side // 4, as training cuts patches)"),

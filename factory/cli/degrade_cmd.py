@@ -66,8 +66,7 @@ def degrade_command(
 
     from factory import images
     from factory.cli.app import check_output
-    from factory.optics import degrade, expected_photons
-    from factory.seeding import degradation_rng
+    from factory.optics import degrade_sample
 
     options = {"downsample": downsample, "psf_sigma_nm": psf_sigma_nm, "na": na, "wavelength_nm": wavelength_nm,
                "psf_model": psf, "photons": photons, "background_photons": background,
@@ -95,9 +94,7 @@ def degrade_command(
         hr = np.maximum(stack.data[i], 0.0)  # (H, W)
         peak = hr.max()
         hr = hr / peak if peak > 0 else hr  # normalized density in [0, 1]
-        rng = degradation_rng(seed, i)
-        params = cfg.draw(rng)
-        lr[i] = expected_photons(hr, hr_pixel_nm, params) if no_noise else degrade(hr, hr_pixel_nm, params, rng)
+        lr[i], params = degrade_sample(hr, hr_pixel_nm, cfg, seed, i, noise=not no_noise)
         records.append(params.to_record())
     lr_pixel_nm = hr_pixel_nm * k
     images.write_tiff(out, lr[0] if n == 1 else lr, lr_pixel_nm, overwrite=overwrite)

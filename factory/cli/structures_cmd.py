@@ -12,13 +12,13 @@ from factory.errors import FactoryError
 
 @command("render")
 def render_command(
-    locs: Path = typer.Argument(..., help="Localization table: ThunderSTORM CSV (\"x \\[nm]\", \"y \\[nm]\", optional \"uncertainty \\[nm]\") or plain CSV (x, y in nm, optional uncertainty or sigma in nm)."),
+    locs: Path = typer.Argument(..., help="Localization table: ThunderSTORM CSV (\"x [nm]\", \"y [nm]\", optional \"uncertainty [nm]\") or plain CSV (x, y in nm, optional uncertainty or sigma in nm)."),
     out: Path = typer.Option(..., "--out", help="SR image to write (float32 TIFF with the pixel size in its metadata)."),
     pixel_nm: float = typer.Option(20.0, "--pixel-nm", help="Output pixel size, nm."),
     mode: str = typer.Option("gaussian", "--mode", help="histogram: localizations per pixel; gaussian: each localization a normalized Gaussian of its precision."),
     sigma_nm: float = typer.Option(10.0, "--sigma-nm", help="Precision (Gaussian sigma) in nm where the table has none (gaussian mode)."),
-    size_nm: tuple[float, float] | None = typer.Option(None, "--size-nm", help="Field width and height in nm \\[default: the data extent]."),
-    origin_nm: tuple[float, float] | None = typer.Option(None, "--origin-nm", help="x and y of the field's top-left corner in nm \\[default: the data minimum]."),
+    size_nm: tuple[float, float] | None = typer.Option(None, "--size-nm", help="Field width and height in nm [default: the data extent]."),
+    origin_nm: tuple[float, float] | None = typer.Option(None, "--origin-nm", help="x and y of the field's top-left corner in nm [default: the data minimum]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Render an SMLM localization table into a super-resolution image (counts or normalized Gaussians per pixel)."""

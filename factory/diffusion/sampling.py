@@ -82,12 +82,12 @@ class SamplerConfig:
                    spacing=d.get("spacing", Spacing.trailing.value), clip_x0=bool(d.get("clip_x0", True)))
 
 
-def check_size(ckpt: Checkpoint, size: int | None) -> int:
-    """The HR side to sample (default: the training patch side); FactoryError unless a positive multiple."""
+def check_size(ckpt: Checkpoint, size: int | None, option: str = "--size") -> int:
+    """The HR side to sample (default: the training patch side); FactoryError naming ``option`` unless a positive multiple."""
     unet = ckpt.config.unet
     size = unet.image_size if size is None else size
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 or size % unet.size_multiple:
-        raise FactoryError(f"--size must be a positive multiple of {unet.size_multiple} px for this model, got {size}.")
+        raise FactoryError(f"{option} must be a positive multiple of {unet.size_multiple} px for this model, got {size}.")
     return int(size)
 
 

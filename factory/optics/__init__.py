@@ -9,7 +9,7 @@ Modules, in the order light meets them: ``psf`` (kernel, blur+bin matrix), ``bac
 ``camera``; ``degrade`` chains them; ``params`` / ``config`` hold the values and their ranges.
 """
 from factory.optics.config import DegradationConfig, Range
-from factory.optics.degrade import degrade, expected_photons
+from factory.optics.degrade import degrade, degrade_sample, expected_photons
 from factory.optics.params import DegradationParams, PsfModel
 
-__all__ = ["DegradationConfig", "DegradationParams", "PsfModel", "Range", "degrade", "expected_photons"]
+__all__ = ["DegradationConfig", "DegradationParams", "PsfModel", "Range", "degrade", "degrade_sample", "expected_photons"]

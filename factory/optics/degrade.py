@@ -80,3 +80,18 @@ def degrade(hr: np.ndarray, hr_pixel_nm: float, params: DegradationParams, rng: 
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}.")
     return detect(expected_photons(hr, hr_pixel_nm, params), params, rng)
+
+
+def degrade_sample(hr: np.ndarray, hr_pixel_nm: float, cfg, run_seed: int, sample_id: int,
+                   noise: bool = True) -> tuple[np.ndarray, DegradationParams]:
+    """Sample i's LR frame and the parameters it was drawn with: the one per-sample degradation that
+    ``factory generate`` and ``factory degrade`` share. Everything random comes from
+    ``seeding.degradation_rng(run_seed, i)``: first the parameters (``cfg.draw``), then the noise.
+    ``noise=False`` returns the float32 expectation (photons per LR pixel) instead of uint16 ADU."""
+    from factory.seeding import degradation_rng
+
+    rng = degradation_rng(run_seed, sample_id)
+    params = cfg.draw(rng)
+    if not noise:
+        return expected_photons(hr, hr_pixel_nm, params).astype(np.float32, copy=False), params
+    return degrade(hr, hr_pixel_nm, params, rng), params

@@ -1,38 +1,46 @@
-"""The driver: plan, keep a bounded number of shards in flight, survive lost actors, finalize.
+"""The driver: plan, hold the store's lease, keep a bounded number of shards in flight on an elastic
+pool of structure actors, survive lost actors and nodes, finalize.
 
-    plan.resolve + plan.prepare           spec written to the store before any work
+    plan.resolve, plan.inspect            refusals and "nothing to do" before any cluster is joined
+    ray_session                           the embedded Ray, or a cluster joined in bounded time
+    Lease(store).acquire                  one writer per store; heartbeat; every commit checks its run id
+    plan.prepare                          spec written to the store before any work
     for each shard without a manifest part (ascending):
-        actor.sample_shard(spec, k) -> HR ref -> commit_shard(store, spec, k, HR ref)
-    finalize: totals + dataset card in the group attrs, consolidated metadata
+        actor.make_shard(spec, k) -> HR ref -> commit_shard(store, spec, k, HR ref, run id)
+    finalize                              compacted manifest, totals, card, consolidated metadata
 
-Backpressure: each ready actor holds at most ``DEPTH`` shards (one sampling, one
-queued, so the actor never waits on a commit); the driver holds only object refs
-and counters, never images or manifest rows, so its memory is flat in n.
+Backpressure: each ready actor holds at most ``DEPTH`` shards (one being made, one queued, so the
+actor never waits on a commit); the driver holds only object refs, counters and a lazy iterator over
+the shards to do, never images or manifest rows, so its memory is flat in n.
 
-Faults: any actor or object loss (``RayActorError`` and subclasses such as
-``ActorDiedError`` / ``ActorUnavailableError``, ``ObjectLostError``, ``NodeDiedError``,
-``WorkerCrashedError``) means "shard not done": the shard goes back in the queue and
-the actor is killed and replaced (not pinned to any node; shards go only to actors
-whose model has loaded, so a replacement that cannot be placed never holds work).
-A commit that raises is retried by Ray; one that keeps raising is reported by shard
-id, the other shards still commit, and the store stays resumable.
+Elastic pool: every ``POLL_S`` seconds the pool is sized to the cluster: one actor per GPU (ddpm, when
+the cluster has GPUs) else one per CPU, or exactly ``--workers``. Actors start on nodes that join
+mid-run; actors on nodes that leave die and are replaced only while the cluster still has room.
+
+Faults: any actor or object loss (``RayActorError`` and subclasses such as ``ActorDiedError`` /
+``ActorUnavailableError``, ``ObjectLostError``, ``NodeDiedError``, ``WorkerCrashedError``) means
+"shard not done": the shard goes back in the queue and the actor is killed (never pinned to a node;
+shards go only to actors whose source has loaded). A commit failing on a transient error is retried
+by Ray; one that keeps failing, or fails deterministically (a FactoryError: bad data, a refused
+commit), is reported by shard id while the other shards still commit.
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from factory.errors import FactoryError
 from factory.pipeline import plan as planning
-from factory.pipeline.spec import ClusterConfig, GenerateConfig, RunSpec
+from factory.pipeline.cluster import ray_session
+from factory.pipeline.spec import ClusterConfig, GenerateConfig
+from factory.store import Location, RunSpec, Store
+from factory.store.lease import Lease
 
 DEPTH = 2  # shards per actor in flight
+POLL_S = 2.0  # seconds between pool-size checks
 ACTOR_START_TIMEOUT_S = 900.0  # no actor ready for this long while work is pending: give up
 
 
@@ -44,6 +52,7 @@ class Progress:
     shards_failed: int
     shards_retried: int
     elapsed_s: float
+    workers: int = 0  # actors alive now
 
     @property
     def samples_per_s(self) -> float:
@@ -52,16 +61,18 @@ class Progress:
 
 @dataclass
 class RunResult:
-    store: Path
+    store: str
     n: int
     generated: int  # samples committed by this run
     skipped: int  # samples already committed before this run
     wall_s: float
-    workers: int = 0
+    workers: int = 0  # most actors alive at once
     status: str = "complete"  # complete | already complete | incomplete
     failed_shards: dict[int, str] = field(default_factory=dict)  # shard -> first line of its error
+    deterministic: set[int] = field(default_factory=set)  # failed shards that will fail the same way again
     retried: int = 0  # shard re-queues after actor/node loss
     stored_bytes: int = 0
+    shards_by_node: Counter = field(default_factory=Counter)  # Ray node id -> shards committed from its actors
 
     @property
     def samples_per_s(self) -> float:
@@ -71,9 +82,10 @@ class RunResult:
         ids = sorted(self.failed_shards)
         first = self.failed_shards[ids[0]]
         listed = ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
-        return (f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; "
-                f"first error: {first}); every other shard is committed and {self.store} stays resumable: "
-                f"rerun the same command to retry them.")
+        head = f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; first error: {first}); "
+        if self.deterministic >= set(ids):
+            return head + "they fail the same way every time: fix the cause above, then rerun the same command."
+        return head + f"every other shard is committed and {self.store} stays resumable: rerun the same command to retry them."
 
 
 def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
@@ -81,100 +93,42 @@ def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
     """Plan (or resume) and run a generate job; returns what happened (see RunResult.status)."""
     t0 = time.perf_counter()
     spec, card = planning.resolve(cfg)
-    check_reachable(cluster.address)
-    plan = planning.prepare(Path(cfg.out), spec, card, cfg.overwrite)
-    spec = plan.spec
-    skipped = sum(len(spec.shard_ids(k)) for k in range(spec.num_shards)) - sum(len(spec.shard_ids(k)) for k in plan.todo)
-    if plan.complete:
-        return RunResult(Path(cfg.out), spec.n, 0, skipped, time.perf_counter() - t0, status="already complete")
-    if plan.todo:
-        with ray_session(cluster):
-            result = _run(Path(cfg.out).resolve(), spec, plan.todo, cluster, on_progress, skipped, t0)
-    else:  # every shard committed, the crash came before finalize
-        result = RunResult(Path(cfg.out), spec.n, 0, skipped, 0.0)
-    if not result.failed_shards:
-        from factory.pipeline.finalize import finalize
-
-        result.stored_bytes = finalize(Path(cfg.out))
-    else:
-        result.status = "incomplete"
-    result.store, result.wall_s = Path(cfg.out), time.perf_counter() - t0
+    loc = Location.parse(cfg.out)
+    action, store = planning.inspect(loc, spec, cfg.overwrite)
+    if action is planning.Action.nothing:
+        return RunResult(str(loc), spec.n, 0, spec.n, time.perf_counter() - t0, status="already complete")
+    finalize_only = action is planning.Action.resume and len(store.listed_shards()) == spec.num_shards
+    existed = loc.exists()
+    try:
+        with contextlib.nullcontext() if finalize_only else ray_session(cluster):
+            with Lease(loc, ttl_s=cluster.lease_ttl_s) as lease:
+                plan = planning.prepare(loc, spec, card, cfg.overwrite)
+                result = execute(loc, plan, cluster, lease, on_progress, t0)
+    except BaseException:
+        if not existed and loc.local and not loc.exists("zarr.json"):  # nothing was planned: leave no stub behind
+            loc.delete_tree("")
+        raise
     return result
 
 
-@contextlib.contextmanager
-def ray_session(cluster: ClusterConfig):
-    """Use the Ray already initialized in this process, else start the embedded local one or join ``address``."""
-    import ray
+def execute(loc: Location, plan: planning.Plan, cluster: ClusterConfig, lease: Lease,
+            on_progress: Callable[[Progress], None] | None = None, t0: float | None = None) -> RunResult:
+    """Make and commit every shard the plan has to do, then finalize; the caller holds ``lease`` (and a
+    Ray session when there is work)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    result = RunResult(str(loc), plan.spec.n, 0, plan.skipped_samples, 0.0)
+    if plan.todo_count:
+        _run(loc, plan, cluster, lease, on_progress, result, t0)
+    if lease.lost:
+        raise FactoryError(f"{loc}: this run stopped because {lease.lost}; nothing of it was merged.")
+    if result.failed_shards:
+        result.status = "incomplete"
+    else:
+        from factory.pipeline.finalize import finalize
 
-    if ray.is_initialized():
-        yield
-        return
-    restore = _loopback_only() if cluster.address is None else (lambda: None)
-    try:
-        try:
-            if cluster.address is None:  # loopback only, no dashboard; Ray's token auth stays as Ray sets it
-                cpus = max(os.cpu_count() or 1, cluster.workers or 0)
-                # Keep idle commit-task workers alive next to the sampler actors: by default Ray kills
-                # idle workers beyond one per CPU, and the actors alone reach that, so every commit
-                # paid a fresh process and its imports (~1-3 s of CPU per shard on 2 cores).
-                ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
-                         log_to_driver=False, _system_config={"num_workers_soft_limit": cpus + (cluster.workers or cpus)})
-            else:
-                ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = "a local Ray" if cluster.address is None else f"Ray at {cluster.address}"
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FactoryError(f"could not start or join {where}: {first}.") from None
-        yield
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        restore()
-
-
-def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """Fail fast, in one sentence, when ``--address host:port`` (or ray://host:port) does not answer:
-    Ray itself retries an unreachable GCS for minutes. "auto" and the embedded Ray are not checked."""
-    if address is None or address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise FactoryError(f"--address must be auto, host:port or ray://host:port, got '{address}'.")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise FactoryError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); check --address, "
-                           f"or leave it out to run on an embedded local Ray.") from None
-
-
-def _loopback_only() -> Callable[[], None]:
-    """Make the embedded Ray listen on 127.0.0.1 only.
-
-    Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the host's routable IP and then
-    binds its gRPC servers to all interfaces. With ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-    (the single-machine mode Ray uses on macOS/Windows) the node IP stays 127.0.0.1 and every
-    server (GCS, raylet, object manager, workers, agents) binds to loopback. The variable is
-    read at import, so it is set in the environment (for the processes Ray spawns) and on
-    the already imported constants (for this process). Checked by tests/test_generate.py.
-    Returns the function that restores both (so that a later ``--address`` run in the same
-    process sees the host's IP again).
-    """
-    from ray._private import ray_constants
-
-    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-    before_env, before_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[name] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-    def restore() -> None:
-        ray_constants.ENABLE_RAY_CLUSTER = before_flag
-        if before_env is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before_env
-
-    return restore
+        result.stored_bytes = finalize(Store.open(loc, writable=True))
+    result.wall_s = time.perf_counter() - t0
+    return result
 
 
 def _lost_errors() -> tuple[type, ...]:
@@ -189,88 +143,117 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}".strip(": ")
 
 
-def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfig,
-         on_progress: Callable[[Progress], None] | None, skipped: int, t0: float) -> RunResult:
+def _targets(spec: RunSpec, cluster: ClusterConfig) -> tuple[bool, int]:
+    """(actors use a GPU, how many actors the cluster has room for now)."""
     import ray
 
-    from factory.pipeline.actors import start_actor
+    resources = ray.cluster_resources()
+    use_gpu = spec.structure_kind == "ddpm" and resources.get("GPU", 0) >= 1
+    if cluster.workers:
+        return use_gpu, cluster.workers
+    return use_gpu, max(1, int(resources.get("GPU", 0) if use_gpu else resources.get("CPU", 1)))
+
+
+def _run(loc: Location, plan: planning.Plan, cluster: ClusterConfig, lease: Lease,
+         on_progress: Callable[[Progress], None] | None, result: RunResult, t0: float) -> None:
+    import ray
+
+    from factory.pipeline.actors import source_payload, start_actor
     from factory.pipeline.tasks import commit_shard, warm_up
 
-    resources = ray.cluster_resources()
-    use_gpu = resources.get("GPU", 0) >= 1
-    workers = cluster.workers or max(1, int(resources.get("GPU", 0) if use_gpu else resources.get("CPU", 1)))
+    spec = plan.spec
     lost = _lost_errors()
     commit = commit_shard.options(max_retries=max(0, cluster.commit_attempts - 1), retry_exceptions=True)
-    pending = deque(todo)
-    actors = [start_actor(spec, use_gpu) for _ in range(workers)]
-    for _ in range(min(workers, len(todo))):
-        warm_up.remote()  # fire and forget: Ray runs a task whether or not its result is kept
-    starting = {w.ready_ref: w for w in actors}
+    payload = ray.put(source_payload(spec))  # checkpoint bytes / images: through the object store, no shared disk
+    fresh, requeued = plan.todo(), deque()
+    actors: list = []
+    starting: dict = {}  # ready ref -> worker
     commits: dict = {}  # commit ref -> (shard, worker)
     losses: Counter = Counter()
-    result = RunResult(store_path, spec.n, 0, skipped, 0.0, workers=workers)
-    replacements, last_actor_error, idle_since = 0, "", time.monotonic()
+    state = {"last_error": "", "idle_since": time.monotonic(), "polled": 0.0, "more": True}
 
-    def replace(worker, error: BaseException) -> None:
-        nonlocal replacements, last_actor_error
-        last_actor_error = _first_line(error)
+    def next_shard() -> int | None:
+        if requeued:
+            return requeued.popleft()
+        k = next(fresh, None)
+        state["more"] = k is not None
+        return k
+
+    def resize() -> None:
+        use_gpu, target = _targets(spec, cluster)
+        alive = [w for w in actors if w.alive]
+        for _ in range(target - len(alive)):
+            w = start_actor(spec, payload, use_gpu)
+            actors.append(w)
+            starting[w.ready_ref] = w
+            warm_up.remote()  # fire and forget: a commit worker starts while the source loads
+        result.workers = max(result.workers, len([w for w in actors if w.alive]))
+        state["polled"] = time.monotonic()
+
+    def retire(worker, error: BaseException) -> None:
+        state["last_error"] = _first_line(error)
         if worker.alive:
             worker.alive = False
             ray.kill(worker.handle, no_restart=True)
-            if replacements < 3 * workers:
-                replacements += 1
-                new = start_actor(spec, use_gpu)
-                actors.append(new)
-                starting[new.ready_ref] = new
 
     def report() -> None:
         if on_progress is not None:
-            on_progress(Progress(spec.n, skipped + result.generated, result.generated, len(result.failed_shards),
-                                 result.retried, time.perf_counter() - t0))
+            on_progress(Progress(spec.n, result.skipped + result.generated, result.generated, len(result.failed_shards),
+                                 result.retried, time.perf_counter() - t0, sum(w.alive and w.ready for w in actors)))
 
+    resize()
     report()
     try:
-        while pending or commits:
+        while (state["more"] or requeued or commits) and not lease.lost:
             for w in actors:
-                while w.alive and w.ready and w.shards < DEPTH and pending:
-                    k = pending.popleft()
-                    hr_ref = w.handle.sample_shard.remote(spec, k)
-                    commits[commit.remote(str(store_path), spec, k, hr_ref)] = (k, w)
+                while w.alive and w.ready and w.shards < DEPTH:
+                    k = next_shard()
+                    if k is None:
+                        break
+                    made = w.handle.make_shard.remote(spec, k)
+                    commits[commit.remote(loc.url, spec, k, made, lease.run_id)] = (k, w)
                     w.shards += 1
-            if any(w.alive and w.ready for w in actors) or commits:
-                idle_since = time.monotonic()
-            elif not starting or time.monotonic() - idle_since > ACTOR_START_TIMEOUT_S:
-                why = last_actor_error or f"none could be placed within {ACTOR_START_TIMEOUT_S:.0f} s"
-                for k in pending:
-                    result.failed_shards[k] = f"no sampler actor is alive ({why})"
+            if not (state["more"] or requeued or commits):
                 break
+            if any(w.alive and w.ready for w in actors) or commits:
+                state["idle_since"] = time.monotonic()
+            elif not starting or time.monotonic() - state["idle_since"] > ACTOR_START_TIMEOUT_S:
+                why = state["last_error"] or f"none could be placed within {ACTOR_START_TIMEOUT_S:.0f} s"
+                for k in list(requeued) + list(fresh):
+                    result.failed_shards[k] = f"no structure actor is alive ({why})"
+                break
+            if time.monotonic() - state["polled"] > POLL_S:
+                resize()
             ready, _ = ray.wait(list(commits) + list(starting), num_returns=1, timeout=1.0)
             for ref in ready:
                 if ref in starting:
                     w = starting.pop(ref)
                     try:
                         w.location, w.ready = ray.get(ref), True
-                    except Exception as exc:  # the actor could not start (model missing on that node, ...)
-                        replace(w, exc)
+                    except Exception as exc:  # the actor could not start (its source failed to load, ...)
+                        retire(w, exc)
                     continue
                 k, w = commits.pop(ref)
                 w.shards -= 1
                 try:
-                    result.generated += ray.get(ref)["samples"]
+                    done = ray.get(ref)
+                    result.generated += done["samples"]
+                    result.shards_by_node[w.location.split("/")[0]] += 1
                 except lost as exc:
                     if isinstance(exc, ray.exceptions.RayActorError):
-                        replace(w, exc)
+                        retire(w, exc)
                     losses[k] += 1
                     if losses[k] > cluster.actor_losses_per_shard:
                         result.failed_shards[k] = f"lost {losses[k]} times ({_first_line(exc)})"
                     else:
-                        pending.appendleft(k)
+                        requeued.appendleft(k)
                         result.retried += 1
                 except ray.exceptions.RayError as exc:
                     result.failed_shards[k] = _first_line(exc)
+                    if isinstance(getattr(exc, "cause", None), FactoryError):
+                        result.deterministic.add(k)
             report()
     finally:
         for w in actors:
             with contextlib.suppress(Exception):
                 ray.kill(w.handle, no_restart=True)
-    return result

@@ -1,95 +1,140 @@
 """Plan: resolve a GenerateConfig into a RunSpec, then create the store or decide how to resume it.
 
-Resume rules (the store's group attrs hold the spec written at plan time):
+Rules at ``out`` (the store's location: a folder or an object-storage URL):
 
-* no store at ``out``          -> create it (status planned) before any sample is made;
-* a store with the same spec   -> redo only the shards without a manifest part;
-  if it is complete, there is nothing to do;
-* a store with another spec    -> refused in one sentence naming the differing
-  fields (``n`` included: a store is never silently extended), unless ``overwrite``,
-  which deletes and recreates it;
-* anything else at ``out``     -> refused (a non-empty folder that is not a factory
-  store is never deleted, even with ``overwrite``).
+* nothing there, or an empty folder  -> create the store (run.json, attrs with status planned,
+                                        arrays) before any sample is made;
+* a store with the same spec          -> redo only the shards without a manifest part; a complete
+                                        store has nothing to do;
+* a store with another spec           -> refused in one sentence naming the differing fields
+                                        (``n`` included: a store is never silently extended),
+                                        unless ``overwrite``, which deletes what the store owns
+                                        (never other files in the folder) and plans anew;
+* a file, or a folder that is not a store -> refused, even with ``overwrite``.
+
+:func:`inspect` decides this read-only, before any cluster is joined (refusals and "nothing to do"
+cost no Ray); :func:`prepare` acts on it under the store's writer lease.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 from dataclasses import dataclass
+from enum import Enum
 from importlib.metadata import version
-from pathlib import Path
+from typing import Iterator
 
 from factory.errors import FactoryError
-from factory.pipeline.spec import GenerateConfig, RunSpec
-from factory.store import Store, is_store
+from factory.pipeline.spec import GenerateConfig, Product
+from factory.store import Location, RunSpec, Store, is_store, layout, writer
+from factory.structures import resolve as resolve_structure
+
+
+class Action(str, Enum):
+    create = "create"  # plan a new store
+    resume = "resume"  # same spec: finish the missing shards (or only finalize)
+    overwrite = "overwrite"  # delete what the store owns, then create
+    nothing = "nothing"  # already complete
 
 
 @dataclass(frozen=True)
 class Plan:
     spec: RunSpec
-    model_card: dict
-    todo: list[int]  # shards without a committed manifest part, ascending
-    resumed: bool  # the store existed with the same spec
-    complete: bool  # the store was already complete: nothing to do
+    structure_card: dict
+    done: frozenset[int]  # shards committed before this run
+    action: Action
+
+    def todo(self) -> Iterator[int]:
+        """Shards without a manifest part, ascending, lazily (memory O(committed), never O(n))."""
+        return (k for k in range(self.spec.num_shards) if k not in self.done)
+
+    @property
+    def todo_count(self) -> int:
+        return self.spec.num_shards - len(self.done)
+
+    @property
+    def skipped_samples(self) -> int:
+        return sum(len(self.spec.shard_ids(k)) for k in self.done)
+
+
+def _positive(cfg: GenerateConfig, name: str, limit: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise FactoryError(f"--{name.replace('_', '-')} must be an integer from 1 to {limit:,}, got {value!r}.")
 
 
 def resolve(cfg: GenerateConfig) -> tuple[RunSpec, dict]:
-    """The run spec the request asks for, and the model card; FactoryError on any impossible value."""
-    from factory.diffusion import checkpoint
-    from factory.diffusion.sampling import SamplerConfig, check_size
-    from factory.optics import DegradationConfig
+    """The run spec the request asks for, and the structure source's card; FactoryError on any impossible value."""
+    _positive(cfg, "n", 1_000_000_000)
+    _positive(cfg, "shard_size", 100_000)
+    _positive(cfg, "batch_size", 100_000)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise FactoryError(f"--seed must be an integer >= 0, got {cfg.seed!r}.")
+    product = Product(cfg.product)
+    if product is Product.smlm:
+        from factory.smlm import SmlmConfig
 
-    for name in ("n", "shard_size", "batch_size"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FactoryError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
-    if cfg.seed < 0:
-        raise FactoryError(f"--seed must be >= 0, got {cfg.seed}.")
-    ckpt = checkpoint.load(cfg.model)
-    sampler = SamplerConfig.from_dict(cfg.sampler)
-    sampler.validate(ckpt.config.schedule.num_timesteps)
-    degradation = DegradationConfig.load(cfg.degradation) if cfg.degradation else DegradationConfig.dataset_defaults()
-    hr_size = check_size(ckpt, cfg.hr_size)
+        _positive(cfg, "frames", 100_000)
+        degradation = SmlmConfig.load(cfg.degradation) if cfg.degradation else SmlmConfig.defaults()
+        frames = cfg.frames
+    else:
+        from factory.optics import DegradationConfig
+
+        degradation = DegradationConfig.load(cfg.degradation) if cfg.degradation else DegradationConfig.dataset_defaults()
+        frames = 0
     k = degradation.downsample
-    if hr_size % k:
-        raise FactoryError(f"--hr-size {hr_size} px is not a multiple of the degradation's downsample factor {k}.")
-    spec = RunSpec(n=cfg.n, seed=cfg.seed, shard_size=cfg.shard_size, batch_size=cfg.batch_size,
-                   sampler=sampler.to_dict(), model_id=ckpt.model_id, model_path=str(Path(ckpt.path).resolve()),
-                   hr_size=hr_size, lr_size=hr_size // k, hr_pixel_nm=float(ckpt.config.hr_pixel_nm),
-                   lr_pixel_nm=float(ckpt.config.hr_pixel_nm) * k, degradation=degradation.to_dict(),
-                   bf16=bool(cfg.bf16), package_version=version("factory"))
+    source = resolve_structure(cfg.structure, cfg.hr_size, cfg.hr_pixel_nm, multiple=k)
+    if source.hr_size % k:
+        raise FactoryError(f"--hr-size {source.hr_size} px is not a multiple of the degradation's downsample factor {k}.")
+    spec = RunSpec(n=cfg.n, seed=cfg.seed, shard_size=cfg.shard_size, batch_size=cfg.batch_size, product=product.value,
+                   structure=source.structure, hr_size=source.hr_size, lr_size=source.hr_size // k,
+                   hr_pixel_nm=source.hr_pixel_nm, lr_pixel_nm=source.hr_pixel_nm * k, degradation=degradation.to_dict(),
+                   frames=frames, package_version=version("factory"))
     spec.validate()
-    return spec, ckpt.card
+    return spec, source.card
 
 
-def prepare(out: Path, spec: RunSpec, model_card: dict, overwrite: bool) -> Plan:
-    """Create the store at ``out`` (attrs first) or check that the existing one is this run."""
-    out = Path(out)
-    if out.exists() and is_store(out):
-        if not overwrite:
-            store = Store.open(out, writable=True)
-            diff = store.spec.differing_fields(spec)
-            if diff:
-                raise FactoryError(f"{out} holds a run with a different config ({', '.join(diff)} differ); "
-                                   f"rerun with its settings to resume it, or pass --overwrite to replace it.")
-            store.remove_stale_temps()
-            done = set(store.committed_shards())
-            todo = [k for k in range(spec.num_shards) if k not in done]
-            # the stored spec, with this run's path to the (identical, by sha256) model
-            resumed = dataclasses.replace(store.spec, model_path=spec.model_path)
-            return Plan(resumed, model_card, todo, resumed=True, complete=store.complete and not todo)
-        shutil.rmtree(out)
-    elif out.exists():
-        if out.is_dir() and any(out.iterdir()):
-            raise FactoryError(f"{out} exists and is not a factory store; choose another --out (it is never deleted).")
-        if not overwrite and out.is_file():
-            raise FactoryError(f"{out} exists and is a file; pass --overwrite to replace it.")
-        out.rmdir() if out.is_dir() else out.unlink()
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise FactoryError(f"cannot create {out}: folder {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise FactoryError(f"cannot create {out}: folder {parent} is not writable.")
-    Store.create(out, spec, model_card)
-    return Plan(spec, model_card, list(range(spec.num_shards)), resumed=False, complete=False)
+def inspect(loc: Location, spec: RunSpec, overwrite: bool) -> tuple[Action, Store | None]:
+    """What :func:`prepare` will do at ``loc`` (read-only); refusals are FactoryErrors."""
+    if is_store(loc):
+        store = Store.open(loc)
+        if overwrite:
+            return Action.overwrite, store
+        if store.version < spec.schema_version:
+            raise FactoryError(f"{loc} was written by an older factory (store version {store.version}); it can be read but "
+                               f"not resumed by this one: pass --overwrite to replace it, or choose another --out.")
+        diff = store.spec.differing_fields(spec)
+        if diff:
+            raise FactoryError(f"{loc} holds a run with a different config ({', '.join(diff)} differ); "
+                               f"rerun with its settings to resume it, or pass --overwrite to replace it.")
+        return (Action.nothing if store.complete else Action.resume), store
+    if loc.exists(layout.RUN_JSON):
+        raise FactoryError(f"{loc} is a damaged factory store (its root zarr.json is missing); "
+                           f"`factory repair {loc}` rebuilds it.")
+    if loc.local:
+        path = loc.root
+        if os.path.isfile(path) or (os.path.exists(path) and not os.path.isdir(path)):
+            raise FactoryError(f"{path} exists and is a file, not a store; choose another --out (it is never replaced).")
+        if os.path.isdir(path) and [n for n in os.listdir(path) if n != layout.META_DIR]:
+            raise FactoryError(f"{path} exists and is not a factory store; choose another --out (it is never deleted).")
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise FactoryError(f"cannot create {path}: folder {parent} does not exist.")
+        if not os.access(parent, os.W_OK):
+            raise FactoryError(f"cannot create {path}: folder {parent} is not writable.")
+    elif loc.list():
+        raise FactoryError(f"{loc} holds objects but no factory store; choose another --out (they are never deleted).")
+    return Action.create, None
+
+
+def prepare(loc: Location, spec: RunSpec, structure_card: dict, overwrite: bool) -> Plan:
+    """Act on :func:`inspect`'s decision; the caller holds the store's writer lease."""
+    action, store = inspect(loc, spec, overwrite)
+    if action is Action.overwrite:
+        writer.delete_owned(loc)
+    if action in (Action.create, Action.overwrite):
+        writer.create(loc, spec, structure_card)
+        return Plan(spec, structure_card, frozenset(), action)
+    writer.remove_stale_temps(loc)
+    resumed = RunSpec.from_dict({**store.spec.to_dict(), "structure": {**store.spec.structure,
+                                 **{k: spec.structure[k] for k in ("model_path", "paths") if k in spec.structure}}})
+    return Plan(resumed, structure_card, frozenset(store.listed_shards()), action)

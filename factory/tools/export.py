@@ -29,7 +29,6 @@ import pyarrow.csv as pacsv
 
 from factory import images, query
 from factory.normalize import CAMERA_FIELDS, Normalization, Upsample
-from factory.shard_reader import read_shard
 from factory.errors import FactoryError
 from factory.store import Store
 
@@ -72,11 +71,10 @@ def _prepare_out(cfg: ExportConfig, names: list[str]) -> None:
 
 def shard_blocks(store: Store, ids: np.ndarray, array: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(sample ids, (n, ...) block) of the selected samples, one whole-shard read at a time."""
-    arr = getattr(store, array)
     shard_of = ids // store.shard_size
     for k in np.unique(shard_of):
         chosen = ids[shard_of == k]
-        yield chosen, read_shard(arr, store.path, array, int(k))[chosen - store.shard_slice(int(k)).start]
+        yield chosen, store.read_shard(array, int(k))[chosen - store.shard_slice(int(k)).start]  # checked
 
 
 def _frames(store: Store, ids: np.ndarray, array: str) -> Iterator[np.ndarray]:
@@ -167,7 +165,7 @@ def export(store: Store, cfg: ExportConfig) -> ExportResult:
     ids = query.sample_ids_where(store, cfg.where)  # (M,) ascending
     if len(ids) == 0:
         what = f"match {cfg.where!r}" if cfg.where else "are committed"
-        raise FactoryError(f"no samples of {store.path} {what}; nothing to export.")
+        raise FactoryError(f"no samples of {store.loc} {what}; nothing to export.")
     names = (["lr", "hr"] if cfg.per_sample else ["lr.tif", "hr.tif"]) if fmt is ExportFormat.tiff else ["pairs.npz"]
     _prepare_out(cfg, names + ["samples.csv"])
     files = export_tiff(store, ids, cfg) if fmt is ExportFormat.tiff else export_npz(store, ids, cfg)

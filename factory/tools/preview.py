@@ -76,7 +76,7 @@ def montage(store: Store, cfg: PreviewConfig) -> tuple[Image.Image, list[int]]:
     ids = [int(i) for i in query.sample_ids_where(store, cfg.where)[: cfg.n]]
     if not ids:
         what = f"match {cfg.where!r}" if cfg.where else "are committed"
-        raise FactoryError(f"no samples of {store.path} {what}; nothing to preview.")
+        raise FactoryError(f"no samples of {store.loc} {what}; nothing to preview.")
     spec = store.spec
     H, h = spec.hr_size, spec.lr_size
     k = H // h
@@ -91,7 +91,7 @@ def montage(store: Store, cfg: PreviewConfig) -> tuple[Image.Image, list[int]]:
     bar_nm = nice_length_nm(H * spec.hr_pixel_nm)
     bar_px = bar_nm / spec.hr_pixel_nm * zoom
     shown = ", ".join(map(str, ids[:16])) + (f", ... ({len(ids)} in all)" if len(ids) > 16 else "")
-    lines = [f"{store.path.name}: samples {shown}" + (f" where {cfg.where}" if cfg.where else ""),
+    lines = [f"{store.loc.root.rstrip('/').rsplit('/', 1)[-1]}: samples {shown}" + (f" where {cfg.where}" if cfg.where else ""),
              f"HR {H}x{H} px at {spec.hr_pixel_nm:g} nm; LR {h}x{h} px at {spec.lr_pixel_nm:g} nm, shown upsampled x{k} (nearest); "
              f"field of view {H * spec.hr_pixel_nm / 1000:g} {um}",
              f"scale bar {format_length(bar_nm, um)}; each tile contrast-stretched to its own "
@@ -102,13 +102,15 @@ def montage(store: Store, cfg: PreviewConfig) -> tuple[Image.Image, list[int]]:
     height = PAD + rows * (label_h + side + 2 * PAD) + len(lines) * line_h + PAD
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
+    ids_arr = np.asarray(ids, np.int64)
+    lr_all, hr_all = store.read_samples("lr", ids_arr), store.read_samples("hr", ids_arr)  # checked reads
     for j, i in enumerate(ids):
         r, c = divmod(j, cols)
         x = PAD + c * (pair_w + 2 * PAD)
         y = PAD + r * (label_h + side + 2 * PAD)
         draw.text((x, y), f"#{i}  {photons.get(i, float('nan')):.0f} photons", font=font, fill=FOREGROUND)
-        lr = np.kron(store.lr[i].astype(np.float32), np.ones((k, k), np.float32))  # (H, W) nearest upsampling
-        for t, (img, tag) in enumerate(((lr, "LR"), (store.hr[i], "HR"))):
+        lr = np.kron(lr_all[j].astype(np.float32), np.ones((k, k), np.float32))  # (H, W) nearest upsampling
+        for t, (img, tag) in enumerate(((lr, "LR"), (hr_all[j], "HR"))):
             tile = Image.fromarray(stretch(img)).resize((side, side), Image.Resampling.NEAREST)
             tx = x + t * (side + PAD)
             canvas.paste(tile, (tx, y + label_h))
