@@ -77,7 +77,9 @@ def fisher_information(mu: np.ndarray, jac: np.ndarray, camera: CameraModel,
     weight = camera.qe**2 / (camera.excess_noise_factor_sq * m)  # (n, k, k)
     if mask is not None:
         weight = weight * mask
-    return np.einsum("nrci,nrc,nrcj->nij", jac, weight, jac, optimize=True)  # (n, 4, 4)
+    n = jac.shape[0]
+    flat = jac.reshape(n, -1, 4)  # (n, k*k, 4)
+    return np.matmul((flat * weight.reshape(n, -1, 1)).transpose(0, 2, 1), flat)  # (n, 4, 4)
 
 
 def bounds_from_fisher(fisher: np.ndarray) -> np.ndarray:

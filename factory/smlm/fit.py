@@ -105,7 +105,8 @@ def fit_mle(rois: np.ndarray, psf_sigma_nm: float, pixel_nm: float, camera: Came
         m_a, jac_a, d = m[active], jac[active], counts[active]
         m_safe = np.maximum(m_a, MIN_EXPECTED_COUNTS)
         grad = qe * np.einsum("nrc,nrci->ni", d / m_safe - 1.0, jac_a)  # (m, 4)
-        curv = qe**2 * np.einsum("nrci,nrc,nrcj->nij", jac_a, 1.0 / m_safe, jac_a, optimize=True)  # (m, 4, 4)
+        flat = jac_a.reshape(active.size, -1, 4)  # (m, k*k, 4)
+        curv = qe**2 * np.matmul((flat / m_safe.reshape(active.size, -1, 1)).transpose(0, 2, 1), flat)  # (m, 4, 4)
         damped = curv + lam[active, None, None] * np.einsum("nii->ni", curv)[:, :, None] * np.eye(4)
         step = np.linalg.solve(damped, grad[:, :, None])[:, :, 0]  # (m, 4)
         trial = _clip(theta[active] + step, k * pixel_nm)
