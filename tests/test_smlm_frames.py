@@ -159,4 +159,7 @@ def test_bad_inputs_are_one_sentence(hr, pixel, text):
 def test_maps_of_another_shape_are_refused():
     maps = CameraMaps.draw(SmlmConfig(camera_maps="scmos"), 0, (8, 8))
     with pytest.raises(FactoryError, match="camera maps are 8x8 pixels but the frames are 16x16"):
-        simulate_sample(hr_blob(), 40.0, SmlmParams(n_frames=2), np.random.default_rng(0), camera_maps=maps)
+        simulate_sample(hr_blob(), 40.0, SmlmParams(n_frames=2, camera_maps="scmos"), np.random.default_rng(0),
+                        camera_maps=maps)
+    with pytest.raises(FactoryError, match="ask for camera_maps 'scmos' but no maps were given"):
+        simulate_sample(hr_blob(), 40.0, SmlmParams(n_frames=2, camera_maps="scmos"), np.random.default_rng(0))

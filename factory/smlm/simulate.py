@@ -32,7 +32,7 @@ from factory.smlm.emitters import check_density, draw_labels
 from factory.smlm.exports import emitters_table
 from factory.smlm.frames import background_map, camera_frames, expected_frames
 from factory.smlm.kde import kde_frames
-from factory.smlm.params import SmlmParams
+from factory.smlm.params import CameraMapsKind, SmlmParams
 
 # (name, Arrow type, unit, description) of every stats entry, in order.
 STATS_FIELDS: tuple[tuple[str, str, str, str], ...] = (
@@ -73,6 +73,9 @@ def simulate_sample(hr: np.ndarray, hr_pixel_nm: float, params: SmlmParams, rng:
     """Simulate one sample's SMLM stack from its HR density (H, W) >= 0 (module docstring)."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}.")
+    if (camera_maps is None) != (params.camera_maps is CameraMapsKind.NONE):
+        raise FactoryError(f"the params ask for camera_maps {params.camera_maps.value!r} but "
+                           f"{'no' if camera_maps is None else 'sCMOS'} maps were given; draw them with CameraMaps.draw.")
     density = check_density(hr)  # (H, W) float64
     shape_lr = _check_grid(density, hr_pixel_nm, params.downsample)
     pixel_nm = params.downsample * hr_pixel_nm  # camera pixel
