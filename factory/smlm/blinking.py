@@ -4,11 +4,12 @@ States and rates (1/s):
 
     off --k_on--> on --k_off--> off,        on --k_bleach--> bleached (absorbing)
 
-the three-state model of dSTORM/PALM simulators (e.g. Sage et al. 2019, Nat. Methods 16:387,
-SMLM challenge; SMLMSim). Each chain starts at t = 0 from the on/off stationary distribution
+the three-state model most SMLM simulators use (on/off switching with duty cycle
+k_on / (k_on + k_off) as in dSTORM: van de Linde et al. 2011, Nat. Protoc. 6:991, plus
+irreversible bleaching from the on state). Each chain starts at t = 0 from the on/off stationary distribution
 without bleaching, P(on) = k_on / (k_on + k_off): the stack begins in the middle of a long
 acquisition, not at the moment the laser is switched on. The chain is simulated event by event
-(exponential dwell times, Gillespie 1977), vectorized over labels, and each frame f (the time
+(exponential dwell times, Gillespie 1977, J. Phys. Chem. 81:2340), vectorized over labels, and each frame f (the time
 interval [f, f+1) in frame units) receives the exact on-time its interval overlaps:
 
     on_fraction[e, f] = |{t in [f, f+1): label e is on at t}|      in [0, 1], no per-frame rounding.

@@ -3,7 +3,7 @@
     KDE[f, r, c] = sum_{emitters i active in frame f} P_r(y_i) P_c(x_i)
 
 with P the pixel-integrated Gaussian of standard deviation ``kde_sigma_nm`` on the HR grid
-(``psf.pixel_fractions``): each active emitter contributes a unit-mass Gaussian, so away from
+(``psf.render_spots``): each active emitter contributes a unit-mass Gaussian, so away from
 the borders a frame integrates to its number of active emitters, whatever its photons. This is
 the Deep-STORM target (Nehme et al. 2018, Optica 5:458: a Gaussian of a fixed width at each true
 position on a finer grid), here integrated over each HR pixel so that it stays exact when the

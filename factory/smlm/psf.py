@@ -30,15 +30,6 @@ TRUNCATE_SIGMAS = 8.0
 CHUNK_PIXELS = 1 << 22  # frames x H x W accumulated per bincount call (32 MiB of float64)
 
 
-def pixel_fractions(pos_nm: np.ndarray, n_px: int, pixel_nm: float, sigma_nm: float,
-                    dtype: type = np.float64) -> np.ndarray:
-    """(n, n_px) fraction of each unit-mass 1-D Gaussian (centre pos_nm, (n,)) in each pixel."""
-    edges = np.arange(n_px + 1, dtype=dtype) * dtype(pixel_nm)  # (n_px + 1,) nm
-    z = (edges[None, :] - np.asarray(pos_nm, dtype=dtype)[:, None]) * dtype(1.0 / (SQRT2 * sigma_nm))  # (n, n_px + 1)
-    cdf = erf(z)  # (n, n_px + 1)
-    return 0.5 * (cdf[:, 1:] - cdf[:, :-1])
-
-
 def pixel_fractions_grad(pos_nm: np.ndarray, n_px: int, pixel_nm: float,
                          sigma_nm: float) -> tuple[np.ndarray, np.ndarray]:
     """(P, dP/dpos), each (n, n_px) float64: fractions and their derivative per nm of the centre."""
