@@ -33,7 +33,7 @@ import scipy.integrate  # noqa: E402
 
 from factory.seeding import degradation_rng  # noqa: E402
 from factory.simulate import SimulationConfig, simulate  # noqa: E402
-from factory.smlm import CameraModel, SmlmConfig, SmlmParams, crlb, expected_frames, fit_mle, simulate_sample  # noqa: E402
+from factory.smlm import CameraModel, SmlmParams, crlb, expected_frames, fit_mle, simulate_sample  # noqa: E402
 from factory.smlm.blinking import blink, draw_brightness  # noqa: E402
 from factory.smlm.crlb import default_roi_px, emitter_crlb  # noqa: E402
 from factory.smlm.emitters import draw_labels  # noqa: E402
