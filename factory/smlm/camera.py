@@ -2,7 +2,7 @@
 
 :class:`CameraModel` is the noise model of the CRLB and the MLE. Counts are put on the scale
 of input photoelectrons, the Poisson-normal approximation of Huang et al. 2013 (Nat. Methods
-10:653, eq. S5 for sCMOS) and Smith et al. 2010 (Nat. Methods 7:373):
+10:653, per-pixel for sCMOS) and Smith et al. 2010 (Nat. Methods 7:373):
 
     e  = (ADU - offset_adu) gain_e_per_adu / em_gain               input-referred electrons
     x' = e + s^2,  s = read_noise_e / em_gain                      ~ Poisson(qe (mu + b) + c + s^2)
@@ -21,7 +21,7 @@ against the ROI arrays (per-pixel sCMOS values).
 
 with z ~ N(0, 1) independent per pixel. Relative maps compose with per-sample camera ranges;
 :meth:`CameraMaps.physical` gives the values in e- rms, e-/ADU and ADU for one sample. The log-normal
-read-noise factor has the long upper tail measured on sCMOS sensors (Huang et al. 2013, Fig. 1).
+read-noise factor gives the long upper tail of measured sCMOS read-noise distributions (Huang et al. 2013).
 """
 from __future__ import annotations
 
