@@ -2,7 +2,7 @@
 
 Model of an ROI of k x k camera pixels (pitch a), emitter at (x, y) nm from the ROI's top-left
 corner, N photons, background b photons per pixel (a constant, or a known map b_rc plus the
-unknown constant), pixel-integrated Gaussian PSF P_rc (``psf``; Smith et al. 2010, eq. 3-4):
+unknown constant), pixel-integrated Gaussian PSF P_rc (``psf``; Smith et al. 2010):
 
     mu_rc = N P_r(y) P_c(x) + b_rc                                   expected photons
 

@@ -6,7 +6,7 @@ x in [c p, (c+1) p) and y in [r p, (r+1) p).
 
 The fraction of a unit-mass 2-D Gaussian of standard deviation sigma centred at (x0, y0) that
 falls in pixel (r, c) is separable, P_rc = P_r(y0) P_c(x0), with (Smith et al. 2010, Nat.
-Methods 7:373, eq. 3-4):
+Methods 7:373):
 
     P_c(x0)      = 1/2 [erf(((c+1) p - x0) / (sqrt 2 sigma)) - erf((c p - x0) / (sqrt 2 sigma))]
     dP_c / dx0   = phi(c p - x0) - phi((c+1) p - x0),      phi(u) = exp(-u^2 / (2 sigma^2)) / (sqrt(2 pi) sigma)
