@@ -23,6 +23,7 @@ import math
 import numbers
 import tomllib
 from dataclasses import dataclass, fields
+from typing import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,8 +51,11 @@ class Range:
     log: bool = False
 
     @classmethod
-    def parse(cls, name: str, value) -> "Range":
-        """Accept a Range, a number, a (low, high) pair or a {"low", "high", "log"} mapping."""
+    def parse(cls, name: str, value, check: Callable[[str, float], None] = check_value) -> "Range":
+        """Accept a Range, a number, a (low, high) pair or a {"low", "high", "log"} mapping.
+
+        ``check(name, end)`` raises for an end outside the field's bounds (default: the optics
+        table ``params.BOUNDS``; ``factory.smlm`` passes its own)."""
         if isinstance(value, Range):
             low, high, log = value.low, value.high, value.log
         elif isinstance(value, dict):
@@ -67,7 +71,7 @@ class Range:
         else:
             raise FactoryError(f"{name} must be a number or a [low, high] range, got {value!r}.")
         for end in (low, high):
-            check_value(name, end)
+            check(name, end)
         if low > high:
             raise FactoryError(f"{name} range has low {low} above high {high}.")
         if log and low <= 0:
