@@ -118,7 +118,7 @@ def mle_table(n: int) -> None:
                                                              gain_e_per_adu=20.0, offset_adu=100.0)}
     print(f"\nMLE vs CRLB: {n} isolated emitters per row, b = {b:g} photons/px, sigma {sigma:g} nm, pixel {a:g} nm, "
           f"{k}x{k} ROI, x and y pooled")
-    print(f"| camera | photons | RMSE (nm) | CRLB (nm) | RMSE / CRLB | converged | ms per 1000 ROIs |")
+    print("| camera | photons | RMSE (nm) | CRLB (nm) | RMSE / CRLB | converged | ms per 1000 ROIs |")
     print("|---|---|---|---|---|---|---|")
     for name, params in cameras.items():
         model = CameraModel.from_params(params)

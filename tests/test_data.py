@@ -63,7 +63,6 @@ def test_pairs_match_the_store_and_fields_match_the_manifest(small_store):
 
 
 def test_where_selects_what_duckdb_selects_and_bad_columns_are_one_sentence(small_store):
-    store = Store.open(small_store)
     glob = small_store / "manifest" / "part-*.parquet"  # the Parquet parts, read by DuckDB with no help from factory
     want = sorted(r[0] for r in duckdb.sql(f"SELECT sample_id FROM '{glob}' WHERE photons < 300").fetchall())
     assert 0 < len(want) < N

@@ -5,13 +5,15 @@ import json
 import math
 
 import jsonschema
+
+from factory.store import schemas
 import numpy as np
 import pytest
 import scipy.ndimage
 
 from factory.errors import FactoryError
 from factory.optics import DegradationConfig, DegradationParams, PsfModel, Range, degrade, expected_photons
-from factory.optics.config import RANGE_FIELDS, load_schema
+from factory.optics.config import RANGE_FIELDS
 from factory.optics.params import BOUNDS
 from factory.optics.psf import blur_bin_matrix, psf_kernel_1d, sigma_from_na_nm
 
@@ -245,7 +247,7 @@ def test_default_config_round_trips_and_matches_schema():
     cfg = DegradationConfig()
     assert cfg.downsample == 4 and cfg.psf_sigma_nm == Range(95.0, 95.0)
     d = cfg.to_dict()
-    jsonschema.validate(d, load_schema())
+    jsonschema.validate(d, schemas.load("degradation.v1.json"))
     assert DegradationConfig.from_dict(json.loads(json.dumps(d))) == cfg
 
 
@@ -253,7 +255,7 @@ def test_ranged_config_round_trips_through_json_and_toml(tmp_path):
     cfg = DegradationConfig(photons=Range(100, 5000, log=True), na=1.4, wavelength_nm=(600, 700), bit_depth=(12, 16),
                             psf_model=PsfModel.ERF, downsample=2)
     d = cfg.to_dict()
-    jsonschema.validate(d, load_schema())
+    jsonschema.validate(d, schemas.load("degradation.v1.json"))
     (tmp_path / "c.json").write_text(json.dumps(d))
     assert DegradationConfig.load(tmp_path / "c.json") == cfg
     (tmp_path / "c.toml").write_text('schema_version = 1\ndownsample = 2\npsf_model = "erf"\nna = 1.4\n'
@@ -324,7 +326,7 @@ def test_params_reject_impossible_values(params):
 @pytest.mark.parametrize("name", sorted(BOUNDS))
 def test_schema_and_code_enforce_the_same_bounds(name):
     """Every bound of params.BOUNDS is in the JSON Schema too: a value just outside fails both."""
-    schema, bound = load_schema(), BOUNDS[name]
+    schema, bound = schemas.load("degradation.v1.json"), BOUNDS[name]
     valid = DegradationConfig(na=1.4, wavelength_nm=670, psf_sigma_nm=None).to_dict()
     outside = [bound.low if bound.low_open else bound.low - 1]
     if not math.isinf(bound.high):
@@ -342,7 +344,7 @@ def test_schema_and_code_enforce_the_same_bounds(name):
 
 def test_dataset_defaults_vary_signal_background_and_psf_and_match_schema():
     cfg = DegradationConfig.dataset_defaults()
-    jsonschema.validate(cfg.to_dict(), load_schema())
+    jsonschema.validate(cfg.to_dict(), schemas.load("degradation.v1.json"))
     draws = [cfg.draw(np.random.default_rng(s)) for s in range(50)]
     photons = np.array([p.photons for p in draws])
     assert photons.min() >= 100 and photons.max() <= 3000 and photons.std() > 100

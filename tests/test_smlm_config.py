@@ -6,13 +6,15 @@ import json
 import math
 
 import jsonschema
+
+from factory.store import schemas
 import numpy as np
 import pytest
 
 from factory.errors import FactoryError
 from factory.optics.config import Range
 from factory.smlm import CameraMapsKind, SmlmConfig, SmlmParams
-from factory.smlm.config import RANGE_FIELDS, RUN_FIELDS, load_schema
+from factory.smlm.config import RANGE_FIELDS, RUN_FIELDS
 from factory.smlm.params import BOUNDS, RECORD_FIELDS
 
 
@@ -26,7 +28,7 @@ def one_sentence(exc: pytest.ExceptionInfo, text: str) -> None:
                                  SmlmConfig(camera_maps="scmos", na=(1.3, 1.49), wavelength_nm=670, n_frames=7)])
 def test_config_round_trips_through_json_and_matches_the_schema(cfg):
     d = json.loads(json.dumps(cfg.to_dict()))
-    jsonschema.validate(d, load_schema())
+    jsonschema.validate(d, schemas.load("smlm.v1.json"))
     assert SmlmConfig.from_dict(d) == cfg
 
 
@@ -113,7 +115,7 @@ def test_cross_field_rules(d, text):
 @pytest.mark.parametrize("name", sorted(BOUNDS))
 def test_schema_and_code_enforce_the_same_bounds(name):
     """A value at a bound's closed end passes both checks; just outside, both refuse it."""
-    schema, bound = load_schema(), BOUNDS[name]
+    schema, bound = schemas.load("smlm.v1.json"), BOUNDS[name]
     validator = jsonschema.Draft202012Validator(schema)
     integer = name in ("bit_depth", "downsample", "n_frames")
     inside = bound.low if not bound.low_open else (bound.low + 1 if integer else bound.low + 1e-6)

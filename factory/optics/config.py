@@ -18,24 +18,20 @@ field, then the JSON Schema with the ``jsonschema`` package (installed with Ray)
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import tomllib
 from dataclasses import dataclass, fields
 from typing import Callable
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from factory.errors import FactoryError
-from factory.paths import SCHEMAS_DIR
+from factory.store import schemas
 from factory.optics.params import INTEGER_FIELDS, parse_psf_model, DegradationParams, PsfModel, check_offset_fits, check_value
 from factory.optics.psf import sigma_from_na_nm
 
 SCHEMA_VERSION = 1
-SCHEMA_PATH = SCHEMAS_DIR / "degradation.v1.json"
 DEFAULT_PSF_SIGMA_NM = 95.0  # ~ 0.21 * 670 nm / 1.49 (Alexa 647, oil TIRF objective)
 RANGE_FIELDS = ("photons", "background_photons", "background_variation", "background_sigma_nm", "psf_sigma_nm",
                 "na", "wavelength_nm", "qe", "read_noise_e", "em_gain", "gain_e_per_adu", "offset_adu", "bit_depth")
@@ -179,49 +175,16 @@ class DegradationConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DegradationConfig":
         """Validate (hand-written checks, then the JSON Schema) and build; null means 'not given'."""
-        if not isinstance(d, dict):
-            raise FactoryError(f"degradation config must be a mapping, got {type(d).__name__}.")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise FactoryError(f"degradation config needs \"schema_version\": {SCHEMA_VERSION}, got {d.get('schema_version')!r}.")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names - {"schema_version"})
-        if unknown:
-            raise FactoryError(f"degradation config has unknown field {unknown[0]!r}; known fields: {', '.join(sorted(names))}.")
-        cfg = cls(**{k: v for k, v in d.items() if k != "schema_version" and v is not None})
-        _validate_schema(d)
+        fields_given = schemas.check_config_dict(d, SCHEMA_VERSION, {f.name for f in fields(cls)}, "degradation config")
+        cfg = cls(**fields_given)
+        schemas.validate_config(d, "degradation.v1.json", "degradation config")
         return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> "DegradationConfig":
         """Read a .json or .toml config file and validate it."""
-        path = Path(path)
-        if not path.is_file():
-            raise FactoryError(f"{path}: no such degradation config file.")
-        try:
-            if path.suffix.lower() == ".json":
-                d = json.loads(path.read_text())
-            elif path.suffix.lower() == ".toml":
-                d = tomllib.loads(path.read_text())
-            else:
-                raise FactoryError(f"{path}: a degradation config must be a .json or .toml file.")
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise FactoryError(f"{path}: not valid {path.suffix[1:].upper()} ({exc}).") from None
+        d = schemas.read_config_file(path, "degradation config")
         try:
             return cls.from_dict(d)
         except FactoryError as exc:
             raise FactoryError(f"{path}: {exc}") from None
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict:
-    """The degradation config JSON Schema (schemas/degradation.v1.json)."""
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def _validate_schema(d: dict) -> None:
-    import jsonschema
-
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(d))
-    if error is not None:
-        where = ".".join(map(str, error.absolute_path)) or "config"
-        raise FactoryError(f"degradation config field {where!r} does not match {SCHEMA_PATH.name}: {error.message}.")

@@ -58,7 +58,7 @@ def check_reachable(address: str | None, timeout_s: float = PROBE_S) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        found = f" (found by --address auto)" if address == "auto" else ""
+        found = " (found by --address auto)" if address == "auto" else ""
         raise FactoryError(f"cannot reach a Ray cluster at {target}{found}: {exc.strerror or exc}; check --address, "
                            f"or leave it out to run on an embedded local Ray.") from None
 

@@ -23,10 +23,7 @@ JSON Schema (``jsonschema``).
 """
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import dataclass, fields
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +32,10 @@ from factory.errors import FactoryError
 from factory.optics.config import Range
 from factory.optics.params import check_offset_fits
 from factory.optics.psf import sigma_from_na_nm
-from factory.paths import SCHEMAS_DIR
+from factory.store import schemas
 from factory.smlm.params import INTEGER_FIELDS, CameraMapsKind, SmlmParams, check_switching, check_value, parse_camera_maps
 
 SCHEMA_VERSION = 1
-SCHEMA_PATH = SCHEMAS_DIR / "smlm.v1.json"
 DEFAULT_PSF_SIGMA_NM = 95.0
 RANGE_FIELDS = ("labels_per_um2", "k_on_per_s", "k_off_per_s", "k_bleach_per_s", "frame_time_ms", "brightness_photons",
                 "brightness_log_sigma", "psf_sigma_nm", "na", "wavelength_nm", "background_photons",
@@ -147,49 +143,16 @@ class SmlmConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "SmlmConfig":
         """Validate (hand-written checks, then the JSON Schema) and build; null means 'not given'."""
-        if not isinstance(d, dict):
-            raise FactoryError(f"smlm config must be a mapping, got {type(d).__name__}.")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise FactoryError(f"smlm config needs \"schema_version\": {SCHEMA_VERSION}, got {d.get('schema_version')!r}.")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names - {"schema_version"})
-        if unknown:
-            raise FactoryError(f"smlm config has unknown field {unknown[0]!r}; known fields: {', '.join(sorted(names))}.")
-        cfg = cls(**{k: v for k, v in d.items() if k != "schema_version" and v is not None})
-        _validate_schema(d)
+        fields_given = schemas.check_config_dict(d, SCHEMA_VERSION, {f.name for f in fields(cls)}, "smlm config")
+        cfg = cls(**fields_given)
+        schemas.validate_config(d, "smlm.v1.json", "smlm config")
         return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> "SmlmConfig":
         """Read a .json or .toml config file and validate it; errors name the file and the field."""
-        path = Path(path)
-        if not path.is_file():
-            raise FactoryError(f"{path}: no such smlm config file.")
-        try:
-            if path.suffix.lower() == ".json":
-                d = json.loads(path.read_text())
-            elif path.suffix.lower() == ".toml":
-                d = tomllib.loads(path.read_text())
-            else:
-                raise FactoryError(f"{path}: an smlm config must be a .json or .toml file.")
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise FactoryError(f"{path}: not valid {path.suffix[1:].upper()} ({exc}).") from None
+        d = schemas.read_config_file(path, "smlm config")
         try:
             return cls.from_dict(d)
         except FactoryError as exc:
             raise FactoryError(f"{path}: {exc}") from None
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict:
-    """The SMLM config JSON Schema (schemas/smlm.v1.json)."""
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def _validate_schema(d: dict) -> None:
-    import jsonschema
-
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(d))
-    if error is not None:
-        where = ".".join(map(str, error.absolute_path)) or "config"
-        raise FactoryError(f"smlm config field {where!r} does not match {SCHEMA_PATH.name}: {error.message}.")

@@ -20,26 +20,21 @@ Which tool reads which:
 """
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
 import pyarrow as pa
 
-from factory.paths import SCHEMAS_DIR
+from factory.store import schemas
 
 EMITTERS_SCHEMA_VERSION = 1
 THUNDERSTORM_COLUMNS = ("id", "frame", "x [nm]", "y [nm]", "sigma [nm]", "intensity [photon]", "offset [photon]",
                         "bkgstd [photon]", "uncertainty [nm]")
 
 
-@functools.cache
 def emitters_schema() -> pa.Schema:
-    """The emitter table's Arrow schema; field metadata carries ``unit`` and ``description``."""
-    doc = json.loads((SCHEMAS_DIR / f"emitters.v{EMITTERS_SCHEMA_VERSION}.json").read_text())
-    fields = [pa.field(f["name"], pa.type_for_alias(f["type"]), nullable=f.get("nullable", False),
-                       metadata={"unit": f["unit"], "description": f["description"]}) for f in doc["fields"]]
-    return pa.schema(fields, metadata={"factory.schema": "emitters", "factory.schema_version": str(doc["version"])})
+    """The emitter table's Arrow schema (schemas/emitters.v1.json); field metadata carries ``unit`` and ``description``."""
+    return schemas.table_schema(f"emitters.v{EMITTERS_SCHEMA_VERSION}.json")
 
 
 def emitters_table(columns: dict[str, np.ndarray]) -> pa.Table:

@@ -6,10 +6,23 @@ pipeline, the consumers or the CLI); a location is a URL string, resolved once b
     from factory.store import Store, sample_checksum
     s = Store.open("pairs.zarr")          # or s3://bucket/pairs.zarr
     s.read_shard("hr", k)                 # checked against the manifest
-"""
-from factory.store.location import Location, to_url
-from factory.store.reader import sample_checksum
-from factory.store.spec import RunSpec
-from factory.store.store import Store, is_store, now_utc
 
-__all__ = ["Location", "RunSpec", "Store", "is_store", "now_utc", "sample_checksum", "to_url"]
+Names are imported lazily (PEP 562), so ``factory.store.schemas`` (the one schema loader, used by the
+optics and SMLM configs too) loads without zarr or fsspec.
+"""
+from __future__ import annotations
+
+import importlib
+
+_NAMES = {"Location": "location", "to_url": "location", "sample_checksum": "reader", "RunSpec": "spec",
+          "Store": "store", "is_store": "store", "now_utc": "store"}
+_MODULES = ("layout", "lease", "location", "ome", "reader", "schemas", "spec", "store", "verify", "writer")
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"factory.store.{_NAMES[name]}"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"factory.store.{name}")
+    raise AttributeError(f"module 'factory.store' has no attribute {name!r}")

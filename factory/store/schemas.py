@@ -109,3 +109,43 @@ def check_table_schema(schema: pa.Schema, expected: pa.Schema, what: str) -> Non
 
 def check_manifest_schema(schema: pa.Schema, what: str, product: str = "pairs", version: int = SCHEMA_VERSION) -> None:
     check_table_schema(schema, manifest_schema(product, version), what)
+
+
+# ----------------------------------------------------------------- run-level config files (optics, SMLM)
+def read_config_file(path, what: str) -> dict:
+    """A .json or .toml config file as a dict; one FactoryError sentence naming the file otherwise."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FactoryError(f"{path}: no such {what} file.")
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise FactoryError(f"{path}: a {what} must be a .json or .toml file.")
+    try:
+        text = path.read_text()
+        return json.loads(text) if suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FactoryError(f"{path}: not valid {suffix[1:].upper()} ({exc}).") from None
+
+
+def check_config_dict(d, version: int, names: set[str], what: str) -> dict:
+    """The mapping checks every config file shares: a mapping, the right schema_version, no unknown field.
+    Returns the fields to build the config from (schema_version and nulls dropped)."""
+    if not isinstance(d, dict):
+        raise FactoryError(f"{what} must be a mapping, got {type(d).__name__}.")
+    if d.get("schema_version") != version:
+        raise FactoryError(f"{what} needs \"schema_version\": {version}, got {d.get('schema_version')!r}.")
+    unknown = sorted(set(d) - names - {"schema_version"})
+    if unknown:
+        raise FactoryError(f"{what} has unknown field {unknown[0]!r}; known fields: {', '.join(sorted(names))}.")
+    return {k: v for k, v in d.items() if k != "schema_version" and v is not None}
+
+
+def validate_config(d: dict, name: str, what: str) -> None:
+    """JSON Schema check of a config dict: one sentence naming the field (``what field 'x' does not match ...``)."""
+    error = jsonschema.exceptions.best_match(_validator(name).iter_errors(d))
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "config"
+        raise FactoryError(f"{what} field {where!r} does not match {name}: {error.message}.")
