@@ -138,3 +138,18 @@ def test_cli_bad_values_get_one_sentence_and_exit_2(args, text):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], result.output
+
+
+def test_no_emitters_give_no_bounds_and_a_sample_without_blinks_simulates():
+    """A sample whose labels never switch on (k_on = 0) has an empty emitter table, not a crash."""
+    import numpy as np
+
+    from factory.smlm import CameraModel, SmlmParams, emitter_crlb, simulate_sample
+
+    empty = emitter_crlb(np.zeros(0), np.zeros(0), np.zeros(0), np.full((8, 8), 10.0), 130.0, 100.0, CameraModel())
+    assert empty.x_nm.shape == (0,) and empty.photons.shape == (0,)
+    params = SmlmParams(k_on_per_s=0.0, n_frames=5)
+    hr = np.zeros((32, 32), np.float32)
+    hr[10:20, 16] = 1.0
+    s = simulate_sample(hr, 40.0, params, np.random.default_rng(0))
+    assert s.stats["n_labels"] > 0 and s.emitters.num_rows == 0 and s.kde.shape == (5, 32, 32) and s.kde.max() == 0

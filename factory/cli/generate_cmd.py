@@ -64,7 +64,7 @@ def generate_command(
     hr_pixel_nm: float = typer.Option(None, "--hr-pixel-nm", help="simulate / images: HR pixel size in nm (images are sum-binned to it by an integer factor). (default: 40 nm for simulate, the images' own for images; ddpm: the model's)"),
     hr_size: int = typer.Option(None, "--hr-size", min=1, help="HR image side in pixels (a multiple of the downsample factor, and of the model's size multiple for ddpm). (default: the model's training size; 64 for simulate and images)"),
     degradation: Path = typer.Option(None, "--degradation", help="Optics config (.json or .toml): for pairs schemas/degradation.v1.json (photons, background photons/LR pixel, PSF sigma nm or NA + wavelength nm, camera QE, read noise e-, gain e-/ADU, offset ADU, downsample); for smlm schemas/smlm.v1.json. (default: pairs: photons 100-3000 log-uniform, background 0-30 photons/px, PSF sigma 85-110 nm, fixed camera; smlm: SmlmConfig.defaults())"),
-    frames: int = typer.Option(100, "--frames", min=1, help="smlm: camera frames per sample."),
+    frames: int = typer.Option(None, "--frames", min=1, help="smlm: camera frames per sample (sets the SMLM config's n_frames). (default: the config's, 100 in SmlmConfig.defaults())"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per structure-source call; batches are fixed runs of consecutive sample ids inside a shard (ddpm HR agrees across batch sizes only up to floating-point batching effects)."),
     shard_size: int = typer.Option(16, "--shard-size", min=1, help="Samples per shard: the unit of work, of Zarr sharding and of one manifest part."),
     seed: int = typer.Option(0, "--seed", min=0, help="Run seed; sample i's structure, noise and degradation derive from (seed, i) only."),

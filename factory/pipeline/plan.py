@@ -17,6 +17,7 @@ cost no Ray); :func:`prepare` acts on it under the store's writer lease.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -73,11 +74,16 @@ def resolve(cfg: GenerateConfig) -> tuple[RunSpec, dict]:
     if product is Product.smlm:
         from factory.smlm import SmlmConfig
 
-        _positive(cfg, "frames", 100_000)
         degradation = SmlmConfig.load(cfg.degradation) if cfg.degradation else SmlmConfig.defaults()
-        frames = cfg.frames
+        if cfg.frames is not None:
+            _positive(cfg, "frames", 100_000)
+            degradation = dataclasses.replace(degradation, n_frames=cfg.frames)
+        frames = degradation.n_frames
     else:
         from factory.optics import DegradationConfig
+
+        if cfg.frames is not None:
+            raise FactoryError("--frames applies to --mode smlm only.")
 
         degradation = DegradationConfig.load(cfg.degradation) if cfg.degradation else DegradationConfig.dataset_defaults()
         frames = 0
@@ -132,7 +138,14 @@ def prepare(loc: Location, spec: RunSpec, structure_card: dict, overwrite: bool)
     if action is Action.overwrite:
         writer.delete_owned(loc)
     if action in (Action.create, Action.overwrite):
-        writer.create(loc, spec, structure_card)
+        store = writer.create(loc, spec, structure_card)
+        if spec.product == "smlm":
+            from factory.pipeline.smlm_stage import run_camera_maps
+
+            maps = run_camera_maps(spec)
+            if maps is not None:  # drawn from (seed, config) alone; kept so users see what every frame was made with
+                writer.write_run_arrays(store, {f"camera/{k}": v for k, v in maps.to_arrays().items()},
+                                        {"description": "sCMOS per-pixel maps (factory.smlm.CameraMaps), camera grid"})
         return Plan(spec, structure_card, frozenset(), action)
     writer.remove_stale_temps(loc)
     resumed = RunSpec.from_dict({**store.spec.to_dict(), "structure": {**store.spec.structure,

@@ -29,7 +29,7 @@ class GenerateConfig:
     structure: StructureConfig = field(default_factory=StructureConfig)
     product: Product = Product.pairs
     degradation: str | Path | None = None  # .json/.toml: DegradationConfig (pairs) or SmlmConfig (smlm); None = defaults
-    frames: int = 100  # smlm: camera frames per sample
+    frames: int | None = None  # smlm: camera frames per sample; None = the SMLM config's n_frames
     batch_size: int = 8
     shard_size: int = 16
     seed: int = 0

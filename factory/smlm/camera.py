@@ -65,6 +65,11 @@ class CameraModel:
         """Read-noise variance referred to the EM register's input, e-^2 (s^2 of the module docstring)."""
         return (np.asarray(self.read_noise_e, dtype=np.float64) / self.em_gain) ** 2
 
+    def electrons(self, adu: np.ndarray) -> np.ndarray:
+        """ADU -> photo-electrons above the offset at the EM register's input: (ADU - offset) gain / EM gain,
+        float32 (not clipped: read noise makes some negative). The input of localization networks."""
+        return ((np.asarray(adu, dtype=np.float64) - self.offset_adu) * (self.gain_e_per_adu / self.em_gain)).astype(np.float32)
+
     def to_poisson_counts(self, adu: np.ndarray) -> np.ndarray:
         """ADU -> x' = input electrons + s^2, the Poisson-normal data (float64, clipped at 0)."""
         electrons = (np.asarray(adu, dtype=np.float64) - self.offset_adu) * (self.gain_e_per_adu / self.em_gain)

@@ -118,6 +118,9 @@ def emitter_crlb(x_nm: np.ndarray, y_nm: np.ndarray, photons: np.ndarray, backgr
     camera.read_noise_e may be an (h, w) map. The ROI is centred on the emitter's pixel; pixels
     outside the field carry no information (masked), so emitters near an edge get wider bounds.
     """
+    if np.size(x_nm) == 0:  # a sample whose labels never switched on in the stack: no rows, no bounds
+        empty = np.zeros(0, np.float64)
+        return Crlb(x_nm=empty, y_nm=empty, photons=empty, background=empty)
     k = roi_px or default_roi_px(psf_sigma_nm, pixel_nm)
     height, width = background.shape
     col0 = np.floor(np.asarray(x_nm) / pixel_nm).astype(np.int64) - k // 2  # (n,) ROI's first column

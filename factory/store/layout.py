@@ -36,6 +36,9 @@ TEMP = re.compile(r"^\..*\.tmp$")  # a temp file of an interrupted write (hidden
 # Top-level names a store owns: `--overwrite` and `repair` delete these and nothing else.
 OWNED = (ROOT_META, "hr", "lr", "frames", "kde", "camera", MANIFEST_DIR, COMPACT_MANIFEST, EMITTERS_DIR, "audit", META_DIR)
 
+# Every chunk is written, even all zero (zarr skips "empty" chunks by default): an empty KDE frame or a black HR
+# image must read as data, not as a missing chunk (which readers refuse).
+ARRAY_CONFIG = {"write_empty_chunks": True}
 UNITS = {"hr": "normalized density in [0, 1] (the structure source's output scale)",
          "lr": "camera ADU (uint16; offset, gain and quantization per the manifest)",
          "frames": "camera ADU (uint16; offset, gain and quantization per the manifest)",

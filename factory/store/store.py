@@ -151,7 +151,7 @@ class Store:
             array = self.arrays[name]
             try:
                 arr = zarr.open_array(self.loc.zarr_store(read_only=not self.writable), path=array.path, zarr_format=3,
-                                      mode="r+" if self.writable else "r")
+                                      mode="r+" if self.writable else "r").with_config(layout.ARRAY_CONFIG)
             except Exception:
                 raise FactoryError(f"{self.loc} is damaged: the metadata of array '{name}' ({array.path}/zarr.json) is "
                                    f"missing or unreadable; `factory repair {self.loc}` rebuilds it.") from None

@@ -71,7 +71,7 @@ def _create_arrays(target, spec: RunSpec, only_missing_metadata: Location | None
             zarr.create_array(target, name=array.path, shape=(n, *shape), dtype=array.dtype, chunks=(1, *shape),
                               shards=(spec.shard_size, *shape), compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0,
                               dimension_names=array.dims, attributes={"unit": array.unit, "pixel_nm": array.pixel_nm},
-                              zarr_format=3, overwrite=rebuild is None)
+                              zarr_format=3, overwrite=rebuild is None, config=layout.ARRAY_CONFIG)
 
 
 def create(loc: Location, spec: RunSpec, structure_card: dict) -> Store:
@@ -86,6 +86,16 @@ def create(loc: Location, spec: RunSpec, structure_card: dict) -> Store:
     _create_arrays(target, spec)
     loc.makedirs(layout.MANIFEST_DIR)
     return Store.open(loc, writable=True)
+
+
+def write_run_arrays(store: Store, arrays: dict[str, np.ndarray], attributes: dict | None = None) -> None:
+    """Run-level arrays (not per sample, e.g. sCMOS camera maps ``camera/<name>``), written once at plan time."""
+    target = store.loc.zarr_store(read_only=False)
+    for key, value in arrays.items():
+        arr = zarr.create_array(target, name=key, shape=value.shape, dtype=value.dtype, chunks=value.shape,
+                                compressors=zarr.codecs.ZstdCodec(level=3), zarr_format=3, overwrite=True,
+                                dimension_names=("y", "x")[-value.ndim:], attributes=attributes or {})
+        arr[...] = value
 
 
 def rebuild_metadata(loc: Location) -> list[str]:
