@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -224,6 +225,11 @@ def test_kill_9_of_the_cli_then_rerun_equals_an_uninterrupted_run(r2, ray_local,
         time.sleep(0.02)
     tree = _tree(proc.pid)
     addresses = _listening_addresses(tree)
+    for extra in ([], ["--steps", "5", "--overwrite"]):  # a second writer, even one that would replace the store
+        second = CliRunner().invoke(app, cli_args(tiny_model, out, n=24, shard_size=2, extra=extra))
+        if proc.poll() is None:  # the first run is still alive: refused in one sentence, nothing changed
+            assert second.exit_code == 2 and "is being written by another factory run" in second.output, second.output
+    assert Store.open(out).spec.structure["sampler"]["steps"] == SAMPLER["steps"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses), addresses
@@ -251,3 +257,88 @@ def test_kill_9_of_the_cli_then_rerun_equals_an_uninterrupted_run(r2, ray_local,
     np.testing.assert_array_equal(b.lr[:], a.lr[:])
     assert manifest_rows(b) == manifest_rows(a)
     assert pc.all(pc.equal(b.manifest(["sample_id"]).column(0), a.manifest(["sample_id"]).column(0))).as_py()
+
+
+def test_out_is_never_a_file_and_overwrite_keeps_the_users_files(r1, ray_local, tiny_model, tmp_path):
+    (tmp_path / "file.zarr").write_text("not a store")
+    for extra in ([], ["--overwrite"]):
+        r = CliRunner().invoke(app, cli_args(tiny_model, tmp_path / "file.zarr", extra=extra))
+        assert r.exit_code == 2 and "is a file, not a store" in r.output
+    assert (tmp_path / "file.zarr").read_text() == "not a store"
+    out = tmp_path / "mine.zarr"
+    shutil.copytree(r1[0], out)
+    (out / "notes.txt").write_text("my notes")
+    (out / "figures").mkdir()
+    r = CliRunner().invoke(app, cli_args(tiny_model, out, extra=["--seed", "8", "--overwrite"]))
+    assert r.exit_code == 0, r.output
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "figures").is_dir()
+    assert Store.open(out).spec.seed == 8 and CliRunner().invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def test_finalize_removes_temp_files_a_dead_commit_left(r1, tiny_model, tmp_path):
+    from factory.store import writer
+
+    out = tmp_path / "t.zarr"
+    shutil.copytree(r1[0], out)
+    writer.reopen_for_repair(Store.open(out, writable=True))
+    (out / "manifest" / ".part-000001.parquet.0123.tmp").write_bytes(b"half a part")
+    assert generate(config(tiny_model, out)).status == "complete"
+    assert not list((out / "manifest").glob(".*.tmp"))
+    assert CliRunner().invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def _generate_in_a_subprocess(tiny_model, out, ray_tmp, extra, timeout=60):
+    argv = [str(Path(sys.executable).parent / "factory"), *cli_args(tiny_model, out, extra=extra)]
+    t0 = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # this module's own Ray is not the cluster asked for
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**env, "RAY_TMPDIR": ray_tmp})
+    return done, time.monotonic() - t0
+
+
+def test_address_auto_never_hangs_and_leaves_no_stub_store(tiny_model, tmp_path):
+    """No cluster, a stale address file, and a port that accepts TCP but never speaks Ray: each one
+    sentence, exit 2, within seconds, and no store left behind."""
+    import socket
+    import threading
+
+    ray_tmp = tempfile.mkdtemp(prefix="ra", dir="/tmp")
+    os.makedirs(os.path.join(ray_tmp, "ray"))
+    done, _ = _generate_in_a_subprocess(tiny_model, tmp_path / "a.zarr", ray_tmp, ["--address", "auto"])
+    assert done.returncode == 2 and "found no running Ray cluster" in done.stderr and "Traceback" not in done.stderr
+    Path(ray_tmp, "ray", "ray_current_cluster").write_text("127.0.0.1:9")  # another Ray's stale address file
+    done, took = _generate_in_a_subprocess(tiny_model, tmp_path / "a.zarr", ray_tmp, ["--address", "auto"])
+    assert done.returncode == 2 and re.search(r"cannot reach a Ray cluster at [\d.]+:9 \(found by --address auto\)", done.stderr)
+    assert took < 30
+    server = socket.create_server(("127.0.0.1", 0))  # accepts, never answers: a dead or foreign service
+    port, stop = server.getsockname()[1], threading.Event()
+    held = []
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        done, took = _generate_in_a_subprocess(tiny_model, tmp_path / "a.zarr", ray_tmp,
+                                               ["--address", f"127.0.0.1:{port}", "--connect-timeout-s", "5"], timeout=90)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert took < 60 and not (tmp_path / "a.zarr").exists()
+
+
+def test_progress_goes_to_a_log_file_as_lines(r1, ray_local, tiny_model, tmp_path):
+    """stderr is not a terminal under CliRunner: the run logs plain progress lines, not a bar."""
+    r = CliRunner().invoke(app, cli_args(tiny_model, tmp_path / "log.zarr"))
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("generate: ")]
+    assert lines and lines[-1].startswith("generate: 6/6 samples") and "samples/s" in lines[-1]
+    assert "Token authentication is enabled" not in r.output

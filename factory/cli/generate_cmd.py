@@ -69,6 +69,7 @@ def generate_command(
     shard_size: int = typer.Option(16, "--shard-size", min=1, help="Samples per shard: the unit of work, of Zarr sharding and of one manifest part."),
     seed: int = typer.Option(0, "--seed", min=0, help="Run seed; sample i's structure, noise and degradation derive from (seed, i) only."),
     address: str = typer.Option(None, "--address", help="Ray cluster to join: 'auto' or ray://host:port (fails in one sentence if it does not answer within a minute); the store must be reachable from every node (object storage or a shared filesystem). (default: an embedded local Ray bound to 127.0.0.1, no dashboard)"),
+    connect_timeout_s: float = typer.Option(60.0, "--connect-timeout-s", min=1.0, help="With --address: give up joining the cluster after this many seconds, in one sentence."),
     workers: int = typer.Option(None, "--workers", min=1, help="Structure actors (each holds the model once). (default: one per GPU for ddpm on GPUs, else one per CPU; the pool follows nodes that join or leave)"),
     bf16: bool = typer.Option(False, "--bf16", help="ddpm: bf16 autocast for the sampler network (for GPUs; measured no faster on CPU); part of the run spec, as it changes HR bits."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out made with other settings: deletes what the store owns (arrays, manifest, its attrs and audit), never other files in the folder, and never a file at --out."),
@@ -91,7 +92,8 @@ def generate_command(
                          overwrite=overwrite)
     view = ProgressView()
     try:
-        result = generate(cfg, ClusterConfig(address=address, workers=workers), on_progress=view.show)
+        result = generate(cfg, ClusterConfig(address=address, workers=workers, connect_timeout_s=connect_timeout_s),
+                          on_progress=view.show)
     finally:
         view.stop()
     if result.status == "already complete":

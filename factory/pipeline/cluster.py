@@ -37,6 +37,8 @@ def resolve_address(address: str) -> str:
 
         try:
             found = canonicalize_bootstrap_address("auto")
+        except ConnectionError:  # Ray's "Could not find any running Ray instance"
+            found = None
         except Exception as exc:  # a malformed RAY_ADDRESS or address file
             raise FactoryError(f"--address auto found no usable Ray address ({str(exc).splitlines()[0]}).") from None
         if found is None:
