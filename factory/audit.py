@@ -99,12 +99,10 @@ def training_reference(cfg: AuditConfig, size: int, hr_pixel_nm: float) -> Refer
         src_nm = stack.pixel_nm or cfg.data_pixel_nm
         if src_nm is None:
             raise FactoryError(f"{path}: pixel size unknown; pass --data-pixel-nm.")
-        k = hr_pixel_nm / src_nm
-        if abs(k - round(k)) > 1e-6 or round(k) < 1:
-            raise FactoryError(f"{path}: the store's HR pixel ({hr_pixel_nm:g} nm) is not an integer multiple of the image pixel ({src_nm:g} nm).")
+        k = images.binning_factor(hr_pixel_nm, src_nm, path)
         if not np.isfinite(stack.data).all():
             raise FactoryError(f"{path}: contains NaN or infinite pixels; it cannot be a training image.")
-        for frame in images.bin_sum(stack.data, int(round(k))):  # (Hk, Wk) per frame
+        for frame in images.bin_sum(stack.data, k):  # (Hk, Wk) per frame
             if float(frame.std()) == 0.0:
                 raise FactoryError(f"{path}: an image is constant (all pixels {float(frame.flat[0]):g}); it cannot be a "
                                    f"training image, and every sample would score NCC 0 against it (a false all-clear).")

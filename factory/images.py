@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 
 from factory.errors import FactoryError
+from factory.files import atomic_write
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 TRAINING_SUFFIXES = TIFF_SUFFIXES + (".csv",)  # TIFF images and SMLM localization tables
@@ -118,6 +119,17 @@ def find_training_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+def binning_factor(target_nm: float, source_nm: float, what) -> int:
+    """The integer k that sum-binning by turns ``source_nm`` pixels into ``target_nm`` ones, else one sentence."""
+    if not source_nm > 0 or not target_nm > 0:
+        raise FactoryError(f"{what}: pixel sizes must be > 0 nm, got {source_nm:g} and {target_nm:g}.")
+    k = target_nm / source_nm
+    if abs(k - round(k)) > 1e-6 or round(k) < 1:
+        raise FactoryError(f"{what}: the target pixel ({target_nm:g} nm) is not an integer multiple of its pixel size "
+                           f"{source_nm:g} nm.")
+    return int(round(k))
+
+
 def bin_sum(image: np.ndarray, k: int) -> np.ndarray:
     """Sum-bin the last two axes by an integer factor k, cropping the remainder: (..., H, W) -> (..., H//k, W//k)."""
     *lead, H, W = image.shape
@@ -180,12 +192,5 @@ def _write(path: Path, data, shape: tuple[int, ...], dtype: np.dtype, pixel_nm: 
             kwargs = {"resolution": (1e3 / pixel_nm, 1e3 / pixel_nm), "metadata": {"unit": "um", "axes": "YX" if len(shape) == 2 else "ZYX"}}
         else:
             kwargs = {"resolution": (1e7 / pixel_nm, 1e7 / pixel_nm), "resolutionunit": tifffile.RESUNIT.CENTIMETER}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        # photometric: a (3|4, H, W) stack is N grey images, not RGB
+    with atomic_write(path) as tmp:  # photometric: a (3|4, H, W) stack is N grey images, not RGB
         tifffile.imwrite(tmp, data, shape=shape, dtype=dtype, imagej=imagej, photometric="minisblack", **kwargs)
-        tmp.replace(path)
-    except OSError as exc:
-        raise FactoryError(f"cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -36,6 +36,9 @@ from factory.images import normalize_unit
 from factory.render import splat_gaussians
 
 
+MAX_SIDE_PX = 16384  # one image of 16384^2 float32 is 1 GiB: larger sides are a unit mistake
+
+
 class Texture(str, Enum):
     PUNCTATE = "punctate"  # individual blinking labels, like a rendered STORM image
     SMOOTH = "smooth"  # the expected density: a continuous anti-aliased line
@@ -66,6 +69,9 @@ class SimulationConfig:
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise FactoryError(f"{name} must be positive, got {value}.")
+        if self.size_px > MAX_SIDE_PX:
+            raise FactoryError(f"size_px {self.size_px} is too large: at most {MAX_SIDE_PX} px per side "
+                               f"({MAX_SIDE_PX ** 2 * 4 / 2**30:.0f} GiB of float32 per image).")
         non_negative = {"width_nm": self.width_nm, "linker_nm": self.linker_nm, "labels_per_um": self.labels_per_um,
                         "blinks_per_label": self.blinks_per_label, "background_per_um2": self.background_per_um2,
                         "background_blinks": self.background_blinks}

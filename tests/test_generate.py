@@ -342,3 +342,20 @@ def test_progress_goes_to_a_log_file_as_lines(r1, ray_local, tiny_model, tmp_pat
     lines = [line for line in r.output.splitlines() if line.startswith("generate: ")]
     assert lines and lines[-1].startswith("generate: 6/6 samples") and "samples/s" in lines[-1]
     assert "Token authentication is enabled" not in r.output
+
+
+@pytest.mark.parametrize("size_kb", [8, 48])
+def test_a_full_disk_is_one_sentence_and_the_store_stays_resumable(tiny_model, tmp_path, size_kb):
+    """A real full filesystem (a tmpfs of a few kB in a private mount namespace): at plan time (8 kB) or
+    mid-run (48 kB) the run stops with one sentence about the space, never a traceback."""
+    ray_tmp = tempfile.mkdtemp(prefix="rd", dir="/tmp")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    factory = Path(sys.executable).parent / "factory"
+    args = " ".join(cli_args(tiny_model, disk / "s.zarr", n=24, shard_size=2, extra=["--workers", "1"]))
+    script = f"mount -t tmpfs -o size={size_kb}k tmpfs {disk} && exec {factory} {args}"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=240, env=env)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "no space left on the device" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]

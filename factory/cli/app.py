@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from factory.errors import FactoryError
+from factory.files import check_parent_writable
 
 # rich_markup_mode=None: help text is plain, so units such as "[nm]" and typer's own "[default: 20]" survive.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -48,8 +49,4 @@ def check_output(path: Path, overwrite: bool) -> None:
     """Refuse to clobber an existing output unless asked, and fail early on an unwritable folder."""
     if path.exists() and not overwrite:
         raise FactoryError(f"{path} already exists; pass --overwrite to replace it.")
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise FactoryError(f"cannot write {path}: folder {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise FactoryError(f"cannot write {path}: folder {parent} is not writable.")
+    check_parent_writable(path)

@@ -44,7 +44,7 @@ def simulate_command(
     n: int = typer.Option(16, "--n", help="Number of images."),
     size: int = typer.Option(256, "--size", help="Image side, pixels (square images)."),
     pixel_nm: float = typer.Option(20.0, "--pixel-nm", help="Pixel size, nm."),
-    seed: int = typer.Option(0, "--seed", help="Run seed; image i depends only on (seed, i)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Run seed (>= 0); image i depends only on (seed, i)."),
     filaments: tuple[int, int] = typer.Option((4, 12), "--filaments", help="Filaments per image, min and max."),
     length_nm: tuple[float, float] = typer.Option((3000.0, 20000.0), "--length-nm", help="Filament contour length range, nm."),
     persistence_length_nm: float = typer.Option(10000.0, "--persistence-length-nm", help="Persistence length Lp of the worm-like chains, nm (microtubules in cells: 10-100 um)."),

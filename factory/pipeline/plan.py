@@ -25,6 +25,7 @@ from importlib.metadata import version
 from typing import Iterator
 
 from factory.errors import FactoryError
+from factory.files import check_parent_writable
 from factory.pipeline.spec import GenerateConfig, Product
 from factory.store import Location, RunSpec, Store, is_store, layout, writer
 from factory.structures import resolve as resolve_structure
@@ -122,11 +123,7 @@ def inspect(loc: Location, spec: RunSpec, overwrite: bool) -> tuple[Action, Stor
             raise FactoryError(f"{path} exists and is a file, not a store; choose another --out (it is never replaced).")
         if os.path.isdir(path) and [n for n in os.listdir(path) if n != layout.META_DIR]:
             raise FactoryError(f"{path} exists and is not a factory store; choose another --out (it is never deleted).")
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            raise FactoryError(f"cannot create {path}: folder {parent} does not exist.")
-        if not os.access(parent, os.W_OK):
-            raise FactoryError(f"cannot create {path}: folder {parent} is not writable.")
+        check_parent_writable(path)
     elif loc.list():
         raise FactoryError(f"{loc} holds objects but no factory store; choose another --out (they are never deleted).")
     return Action.create, None

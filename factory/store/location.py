@@ -167,7 +167,7 @@ class Location:
             else:
                 self.fs.pipe_file(self.path(key), data)
         except OSError as exc:
-            raise _write_error(self.url_of(key), exc) from None
+            raise write_error(self.url_of(key), exc) from None
 
     def create(self, key: str, data: bytes) -> bool:
         """Write an object only if no object has that name: True when written, False when it existed.
@@ -199,7 +199,7 @@ class Location:
                 self.fs.pipe_file(self.path(key), data)
                 return True
         except OSError as exc:
-            raise _write_error(self.url_of(key), exc) from None
+            raise write_error(self.url_of(key), exc) from None
 
     def delete(self, key: str) -> bool:
         """Delete one object (file); True if it existed."""
@@ -269,7 +269,7 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _write_error(url: str, exc: OSError) -> FactoryError:
+def write_error(url: str, exc: OSError) -> FactoryError:
     if exc.errno == errno.ENOSPC:
         return FactoryError(f"no space left on the device while writing {url}; free space and rerun the same command "
                             f"(committed shards are kept).")

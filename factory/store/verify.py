@@ -17,6 +17,7 @@ fixed by rerunning ``factory generate``; everything else is damage, fixed by ``f
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -169,14 +170,16 @@ def verify(location: str | Location, on_shard: Callable[[int], None] | None = No
                 report.add(Problem("incomplete", f"shard {k}", f"{name} data written but no manifest part "
                                    f"({'its part was lost' if store.complete else 'the commit did not finish'})",
                                    damage=store.complete), k)
-    missing = sorted(set(range(n_shards)) - set(listed))
-    if missing:
-        shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+    listed_set = set(listed)
+    missing_count = n_shards - len(listed_set)  # O(committed) memory, never a list of every planned shard
+    if missing_count:
+        first = [k for k in itertools.islice((k for k in range(n_shards) if k not in listed_set), 20)]
+        shown = ", ".join(map(str, first)) + (", ..." if missing_count > 20 else "")
         if store.complete:
-            report.add(Problem("missing", f"{len(missing)} shard(s)", f"no manifest part for shards {shown} although the store is marked complete"))
-            report.damaged_shards.update(missing)
+            report.add(Problem("missing", f"{missing_count} shard(s)", f"no manifest part for shards {shown} although the store is marked complete"))
+            report.damaged_shards.update(k for k in range(n_shards) if k not in listed_set)
         else:
-            report.add(Problem("incomplete", f"{len(missing)} shard(s)", f"not committed yet: shards {shown}", damage=False))
+            report.add(Problem("incomplete", f"{missing_count} shard(s)", f"not committed yet: shards {shown}", damage=False))
     hr_owners: dict[str, list[int]] = defaultdict(list)
     parts = {}
     schema = store.manifest_schema

@@ -26,7 +26,7 @@ import zarr
 
 from factory.errors import FactoryError
 from factory.store import layout, lease, ome, schemas
-from factory.store.location import Location
+from factory.store.location import Location, write_error
 from factory.store.spec import RunSpec
 from factory.store.store import FORMATS, Store, now_utc, read_parquet
 
@@ -74,6 +74,22 @@ def _create_arrays(target, spec: RunSpec, only_missing_metadata: Location | None
                               zarr_format=3, overwrite=rebuild is None, config=layout.ARRAY_CONFIG)
 
 
+def _no_space_sentence(fn):
+    """Turn an OSError of zarr's writes (ENOSPC, EACCES, ...) into one sentence: the store stays resumable."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            loc = args[0].loc if isinstance(args[0], Store) else args[0]
+            raise write_error(str(loc), exc) from None
+
+    return wrapper
+
+
+@_no_space_sentence
 def create(loc: Location, spec: RunSpec, structure_card: dict) -> Store:
     """Plan a new store: run.json and the group attrs (status planned) first, then the empty arrays."""
     spec.validate()
@@ -129,6 +145,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+@_no_space_sentence
 def commit_shard(store: Store, shard: int, blocks: dict[str, np.ndarray], table: pa.Table, run_id: str,
                  side_tables: dict[str, pa.Table] | None = None) -> None:
     """Commit shard k (see the module docstring): ``blocks`` maps every data array to its (count, ...) block."""
@@ -177,6 +194,7 @@ def stored_bytes(store: Store) -> int:
                if (key.startswith(prefixes) and not key.endswith("zarr.json")) or key == layout.COMPACT_MANIFEST)
 
 
+@_no_space_sentence
 def finalize(store: Store, card: dict) -> int:
     """Mark the store complete: compacted manifest, totals, card, consolidated metadata; returns stored bytes."""
     missing = sorted(set(range(store.num_shards)) - set(store.listed_shards()))

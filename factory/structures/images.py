@@ -36,13 +36,11 @@ def load_images(files: list[str], pixel_nm: float | None, hr_pixel_nm: float) ->
         src_nm = stack.pixel_nm or pixel_nm
         if src_nm is None:
             raise FactoryError(f"{path}: pixel size unknown; pass --images-pixel-nm.")
-        k = hr_pixel_nm / src_nm
-        if abs(k - round(k)) > 1e-6 or round(k) < 1:
-            raise FactoryError(f"{path}: --hr-pixel-nm {hr_pixel_nm:g} is not an integer multiple of its pixel size {src_nm:g} nm.")
+        k = images.binning_factor(hr_pixel_nm, src_nm, path)
         data = stack.data
         if not np.isfinite(data).all():
             raise FactoryError(f"{path}: contains NaN or infinite pixels.")
-        for frame in images.bin_sum(data, int(round(k))):
+        for frame in images.bin_sum(data, k):
             out.append(images.normalize_unit(frame)[0])
     return out
 

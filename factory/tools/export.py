@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 from factory import images, query
 from factory.normalize import CAMERA_FIELDS, Normalization, Upsample
 from factory.errors import FactoryError
+from factory.files import atomic_write
 from factory.store import Store
 
 
@@ -142,18 +143,12 @@ def export_npz(store: Store, ids: np.ndarray, cfg: ExportConfig) -> list[Path]:
             yield normalize(hr, cfg.normalize_hr, cfg.percentiles)[:, None]  # (n, 1, H, W)
 
     path = Path(cfg.out) / "pairs.npz"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_write(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             _write_npy(zf, "X", (len(ids), 1, H, H), x_blocks())
             _write_npy(zf, "Y", (len(ids), 1, H, H), y_blocks())
             with zf.open("axes.npy", "w") as f:
                 np.lib.format.write_array(f, np.array("SCYX"))
-        tmp.replace(path)
-    except OSError as exc:
-        raise FactoryError(f"cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return [path]
 
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from factory import query
 from factory.errors import FactoryError
+from factory.files import atomic_write
 from factory.store import Store
 
 STRETCH_PERCENTILES = (0.5, 99.5)
@@ -126,12 +127,6 @@ def montage(store: Store, cfg: PreviewConfig) -> tuple[Image.Image, list[int]]:
 def write_preview(store: Store, cfg: PreviewConfig, out: Path) -> list[int]:
     """Render and save the montage as PNG (temp file, then rename); returns the sample ids shown."""
     image, ids = montage(store, cfg)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    with atomic_write(out) as tmp:
         image.save(tmp, format="PNG")
-        tmp.replace(out)
-    except OSError as exc:
-        raise FactoryError(f"cannot write {out}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return ids
