@@ -140,3 +140,32 @@ def flip_byte(path, offset: int = 40, mask: int = 0x10) -> None:
     data = bytearray(Path(path).read_bytes())
     data[offset] ^= mask
     Path(path).write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 API on 127.0.0.1 (moto in server mode, started and stopped here) with a bucket "factory";
+    the standard AWS variables point every client at it (this process, its Ray workers and subprocesses).
+    Returns the endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_ENDPOINT_URL=endpoint,
+                      AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    import fsspec
+
+    fsspec.filesystem("s3", use_listings_cache=False).mkdir("factory")
+    try:
+        yield endpoint
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()

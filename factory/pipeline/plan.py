@@ -124,7 +124,7 @@ def inspect(loc: Location, spec: RunSpec, overwrite: bool) -> tuple[Action, Stor
         if os.path.isdir(path) and [n for n in os.listdir(path) if n != layout.META_DIR]:
             raise FactoryError(f"{path} exists and is not a factory store; choose another --out (it is never deleted).")
         check_parent_writable(path)
-    elif loc.list():
+    elif [n for n in loc.list() if n != layout.META_DIR]:  # our own lease may already be there
         raise FactoryError(f"{loc} holds objects but no factory store; choose another --out (they are never deleted).")
     return Action.create, None
 

@@ -82,7 +82,10 @@ class Location:
 
     @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
-        return fsspec.filesystem(self.protocol)
+        # No listings cache: commit markers are written by other processes (commit tasks, other nodes), and a
+        # cached listing would hide them. Object stores answer LIST in one request per 1000 keys.
+        options = {} if self.local or self.protocol == "memory" else {"use_listings_cache": False}
+        return fsspec.filesystem(self.protocol, **options)
 
     def __str__(self) -> str:
         return self.root if self.local else self.url
