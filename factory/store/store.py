@@ -78,6 +78,7 @@ class Store:
         self.spec = RunSpec.from_dict(attrs["run_spec"])
         self.arrays: dict[str, ArraySpec] = {a.name: a for a in layout.data_arrays(self.spec)}
         self._zarr: dict[str, zarr.Array] = {}
+        self._checksum_columns: dict[str, list[str]] = {}
         self._reader: ShardReader | None = None
 
     # ----------------------------------------------------------------- open
@@ -212,7 +213,14 @@ class Store:
         return table.select(columns) if columns else table
 
     def checksums(self, name: str, shard: int) -> list[str]:
-        return self.manifest_part(shard, [self.arrays[name].checksum_column]).column(0).to_pylist()
+        """Shard k's manifest checksums of array ``name`` (a complete store's column is read once per process)."""
+        column = self.arrays[name].checksum_column
+        if self.complete and self.version >= 2:
+            if column not in self._checksum_columns:
+                self._checksum_columns[column] = self._compacted.column(column).to_pylist()
+            sl = self.shard_slice(shard)
+            return self._checksum_columns[column][sl.start:sl.stop]
+        return self.manifest_part(shard, [column]).column(0).to_pylist()
 
     # ----------------------------------------------------------------- checked reads
     @property
@@ -248,3 +256,4 @@ class Store:
         group.attrs["factory"] = attrs
         self.attrs = attrs
         self.__dict__.pop("_compacted", None)
+        self._checksum_columns.clear()

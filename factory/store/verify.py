@@ -221,7 +221,7 @@ def _check_data(store: Store, usable: dict[str, zarr.Array], k: int, table, repo
             continue
         wanted = table.column(array.checksum_column).to_pylist()
         for i, img, want in zip(range(sl.start, sl.stop), block, wanted):
-            if sample_checksum(np.asarray(img)) != want:
+            if sample_checksum(np.asarray(img), store.version) != want:
                 report.add(Problem("damaged", f"sample {i}", f"{name} checksum does not match the manifest"), k)
         if name == "hr":
             for i, want in zip(range(sl.start, sl.stop), wanted):
