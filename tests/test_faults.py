@@ -6,8 +6,10 @@ sitting where that shard's zarr file must go), reached through the real CLI.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -117,3 +119,27 @@ def test_a_shard_that_keeps_failing_is_reported_and_nothing_else_is_lost(cluster
     np.testing.assert_array_equal(store.hr[:], reference.hr[:])
     assert store.manifest().drop_columns(["created_at", "host", "run_id"]).equals(
         reference.manifest().drop_columns(["created_at", "host", "run_id"]))
+
+
+def test_a_node_that_joins_mid_run_gets_work_and_changes_no_byte(cluster, reference, tiny_model, tmp_path):
+    """The pool is elastic: with --workers unset, an actor starts on a node added while the run goes on,
+    and commits shards; the bytes are those of the reference run."""
+    cluster, temp_dir = cluster
+    added, t0 = [], time.perf_counter()
+
+    def add_a_node_once_running(progress) -> None:
+        if progress.workers >= 1 and not added:
+            added.append((cluster.add_node(num_cpus=1, temp_dir=temp_dir), time.perf_counter() - t0))
+
+    out = tmp_path / "elastic.zarr"
+    slow = StructureConfig(model=str(tiny_model), sampler={"kind": "dpmpp", "steps": 30, "eta": 0.0})
+    cfg = dataclasses.replace(config(tiny_model, out), n=N * 4, structure=slow)  # long enough for a joined node's actor to load
+    result = generate(cfg, ClusterConfig(), on_progress=add_a_node_once_running)
+    assert added and result.status == "complete"
+    node, joined_s = added[0]
+    assert result.shards_by_node[node.node_id] >= 1, (result.shards_by_node, node.node_id)
+    print(f"node joined at {joined_s:.1f} s, first commit from it at {result.first_commit_s[node.node_id]:.1f} s "
+          f"(+{result.first_commit_s[node.node_id] - joined_s:.1f} s); shards per node {dict(result.shards_by_node)}")
+    store = Store.open(out)
+    assert_every_sample_once_and_verified(store)
+    assert store.manifest(["sample_id"]).num_rows == N * 4

@@ -73,6 +73,7 @@ class RunResult:
     retried: int = 0  # shard re-queues after actor/node loss
     stored_bytes: int = 0
     shards_by_node: Counter = field(default_factory=Counter)  # Ray node id -> shards committed from its actors
+    first_commit_s: dict[str, float] = field(default_factory=dict)  # Ray node id -> run time of its first commit
 
     @property
     def samples_per_s(self) -> float:
@@ -238,7 +239,9 @@ def _run(loc: Location, plan: planning.Plan, cluster: ClusterConfig, lease: Leas
                 try:
                     done = ray.get(ref)
                     result.generated += done["samples"]
-                    result.shards_by_node[w.location.split("/")[0]] += 1
+                    node = w.location.split("/")[0]
+                    result.shards_by_node[node] += 1
+                    result.first_commit_s.setdefault(node, time.perf_counter() - t0)
                 except lost as exc:
                     if isinstance(exc, ray.exceptions.RayActorError):
                         retire(w, exc)
