@@ -149,3 +149,42 @@ def test_bad_smlm_config_is_one_sentence_exit_2(tmp_path, changes, message):
     assert not (tmp_path / "x.zarr").exists()
     r = runner.invoke(app, args[:-4] + ["--frames", "0", "--hr-size", "32"])
     assert r.exit_code == 2 and "--frames" in r.output
+
+
+def test_exports_for_localization_tools_and_the_preview(made, tmp_path):
+    import csv
+
+    import tifffile
+    from PIL import Image
+
+    from factory import images
+
+    d, _ = made
+    store = Store.open(d / "a.zarr")
+    emitters = query.run(store, "SELECT * FROM emitters WHERE sample_id = 3 ORDER BY frame, emitter_id")
+    r = runner.invoke(app, ["export", str(d / "a.zarr"), "--format", "thunderstorm", "--out", str(tmp_path / "ts"),
+                            "--where", "sample_id = 3"])
+    assert r.exit_code == 0, r.output
+    stack = images.read_stack(tmp_path / "ts" / "000003.tif")
+    assert stack.data.shape == (6, 8, 8) and stack.pixel_nm == pytest.approx(160.0)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "ts" / "000003.tif"), store.read_samples("frames", [3])[0])
+    rows = list(csv.DictReader(open(tmp_path / "ts" / "000003.csv")))
+    assert list(rows[0]) == ["id", "frame", "x [nm]", "y [nm]", "sigma [nm]", "intensity [photon]", "offset [photon]",
+                             "bkgstd [photon]", "uncertainty [nm]"]
+    assert len(rows) == emitters.num_rows and {int(r["frame"]) for r in rows} <= set(range(1, 7))  # frames from 1
+    np.testing.assert_allclose(sorted(float(r["x [nm]"]) for r in rows), sorted(emitters.column("x_nm").to_pylist()))
+    r = runner.invoke(app, ["export", str(d / "a.zarr"), "--format", "decode", "--out", str(tmp_path / "dc"),
+                            "--where", "sample_id = 3"])
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "dc" / "000003.decode.csv").read_text().splitlines()
+    assert lines[0] == "# DECODE EmitterSet" and '"px_size": [160.0, 160.0]' in lines[2]
+    decode = list(csv.DictReader(lines[3:]))
+    x0 = emitters.column("x_nm").to_numpy()[0] / 160.0 - 0.5  # DECODE's y is our x, pixel centres at integers
+    assert float(decode[0]["y"]) == pytest.approx(x0) and int(decode[0]["frame_ix"]) == emitters.column("frame")[0].as_py()
+    r = runner.invoke(app, ["export", str(d / "a.zarr"), "--format", "npz", "--out", str(tmp_path / "np")])
+    assert r.exit_code == 2 and "does not apply to a smlm store" in r.output
+    r = runner.invoke(app, ["preview", str(d / "a.zarr"), "--out", str(tmp_path / "p.png"), "--n", "3"])
+    assert r.exit_code == 0, r.output
+    img = np.asarray(Image.open(tmp_path / "p.png").convert("RGB")).astype(int)
+    red = (img[..., 0] > 200) & (img[..., 1] < 120) & (img[..., 2] < 120)  # the circles around true emitters
+    assert red.sum() > 20 and img.shape[1] >= 3 * 3 * 160

@@ -113,7 +113,7 @@ def test_preview_writes_a_png_montage_with_the_selected_pairs(small_store, tmp_p
     r = run("preview", small_store, "--out", out, "--n", 3, "--where", "photons > 300")
     assert r.exit_code == 0, r.output
     want = [i for i, p in enumerate(Store.open(small_store).manifest(["photons"]).column("photons").to_pylist()) if p > 300][:3]
-    assert f"samples {', '.join(map(str, want))}" in r.output
+    assert f"3 sample(s), ids {', '.join(map(str, want))}" in r.output
     img = np.asarray(Image.open(out).convert("L"))  # 3 pairs of two 160 px tiles in one row, caption below
     assert img.shape[1] >= 3 * 2 * 160 and img.shape[0] > 160 and img.std() > 20
     assert run("preview", small_store, "--out", out).exit_code == 2  # exists: needs --overwrite

@@ -26,7 +26,7 @@ class OutputFormat(str, enum.Enum):
 
 
 # The values of factory.tools.export.ExportFormat (not imported here: it pulls in zarr and duckdb).
-ExportFormatName = enum.Enum("ExportFormatName", {k: k for k in ("tiff", "npz")}, type=str)
+ExportFormatName = enum.Enum("ExportFormatName", {k: k for k in ("tiff", "npz", "thunderstorm", "decode")}, type=str)
 
 STORE_ARG = typer.Argument(..., help="A factory store: the folder written by `factory generate`, or its URL (s3://bucket/pairs.zarr, file:///..., gs://...).")
 WHERE_HELP = ("SQL condition on manifest columns selecting the samples, e.g. \"photons < 300 AND psf_sigma_nm > 100\" "
@@ -186,13 +186,13 @@ def preview_command(
 
     check_output(out, overwrite)
     ids = write_preview(query.open_store(store), PreviewConfig(n=n, where=where, pairs_per_row=per_row, tile_px=tile_px), out)
-    console.print(f"wrote {out}: {len(ids)} pair(s), samples {', '.join(map(str, ids))}", highlight=False)
+    console.print(f"wrote {out}: {len(ids)} sample(s), ids {', '.join(map(str, ids))}", highlight=False)
 
 
 @command("export")
 def export_command(
     store: str = STORE_ARG,
-    format: ExportFormatName = typer.Option(..., "--format", help="tiff: lr.tif (uint16 ADU) + hr.tif (float32 density) ImageJ stacks with pixel size (Fiji); npz: CSBDeep training data pairs.npz (X, Y, axes 'SCYX')."),
+    format: ExportFormatName = typer.Option(..., "--format", help="pairs stores: tiff (lr.tif uint16 ADU + hr.tif float32 density, ImageJ stacks with pixel size, Fiji) or npz (CSBDeep training data pairs.npz: X, Y, axes 'SCYX'). smlm stores: thunderstorm (per sample <id>.tif frame stack + ThunderSTORM ground-truth <id>.csv), decode (<id>.tif + DECODE EmitterSet <id>.decode.csv) or tiff (hr.tif + frames/<id>.tif + kde/<id>.tif)."),
     out: Path = typer.Option(..., "--out", help="Folder to write into (created); also gets samples.csv, the manifest rows in export order."),
     where: str = typer.Option(None, "--where", help=WHERE_HELP),
     per_sample: bool = typer.Option(False, "--per-sample", help="tiff only: one file per sample, lr/<id>.tif and hr/<id>.tif, instead of two stacks."),
@@ -212,7 +212,7 @@ def export_command(
 
         raise FactoryError("--normalize-hr cannot be camera: HR is normalized density, not camera ADU.")
     result = export(query.open_store(store), cfg)
-    console.print(f"exported {result.samples} pair(s) to {out}: {', '.join(p.name for p in result.files[:4])}"
+    console.print(f"exported {result.samples} sample(s) to {out}: {', '.join(p.name for p in result.files[:4])}"
                   + (f" and {len(result.files) - 4} more" if len(result.files) > 4 else ""), highlight=False)
 
 

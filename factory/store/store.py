@@ -212,6 +212,15 @@ class Store:
         table = pa.concat_tables(parts) if parts else schema.empty_table()
         return table.select(columns) if columns else table
 
+    def emitters(self, shard: int) -> pa.Table:
+        """smlm: shard k's emitter rows (schemas/emitters.v1.json), schema-checked."""
+        if self.product != "smlm":
+            raise FactoryError(f"{self.loc} holds the {self.product} product, which has no emitter table.")
+        table = read_parquet(self.loc, layout.emitters_part(shard), f"the emitter part of shard {shard}")
+        schemas.check_table_schema(table.schema, schemas.table_schema("emitters.v1.json"),
+                                   f"{self.loc} emitter part of shard {shard}")
+        return table
+
     def checksums(self, name: str, shard: int) -> list[str]:
         """Shard k's manifest checksums of array ``name`` (a complete store's column is read once per process)."""
         column = self.arrays[name].checksum_column

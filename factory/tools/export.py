@@ -35,8 +35,10 @@ from factory.store import Store
 
 
 class ExportFormat(str, Enum):
-    tiff = "tiff"
-    npz = "npz"
+    tiff = "tiff"  # pairs: lr.tif + hr.tif; smlm: hr.tif + frames/<id>.tif + kde/<id>.tif
+    npz = "npz"  # pairs: CSBDeep training data
+    thunderstorm = "thunderstorm"  # smlm: <id>.tif + ThunderSTORM ground-truth <id>.csv
+    decode = "decode"  # smlm: <id>.tif + DECODE EmitterSet <id>.decode.csv
 
 
 @dataclass(frozen=True)
@@ -157,13 +159,23 @@ def export(store: Store, cfg: ExportConfig) -> ExportResult:
     fmt = ExportFormat(cfg.format)
     if cfg.per_sample and fmt is not ExportFormat.tiff:
         raise FactoryError("--per-sample applies to --format tiff only.")
+    smlm_formats = (ExportFormat.thunderstorm, ExportFormat.decode)
+    if store.product == "smlm" and fmt is ExportFormat.npz or store.product == "pairs" and fmt in smlm_formats:
+        fits = "thunderstorm, decode or tiff" if store.product == "smlm" else "tiff or npz"
+        raise FactoryError(f"--format {fmt.value} does not apply to a {store.product} store; use {fits}.")
     ids = query.sample_ids_where(store, cfg.where)  # (M,) ascending
     if len(ids) == 0:
         what = f"match {cfg.where!r}" if cfg.where else "are committed"
         raise FactoryError(f"no samples of {store.loc} {what}; nothing to export.")
-    names = (["lr", "hr"] if cfg.per_sample else ["lr.tif", "hr.tif"]) if fmt is ExportFormat.tiff else ["pairs.npz"]
-    _prepare_out(cfg, names + ["samples.csv"])
-    files = export_tiff(store, ids, cfg) if fmt is ExportFormat.tiff else export_npz(store, ids, cfg)
+    if store.product == "smlm":
+        from factory.tools.export_smlm import export_smlm, names_written
+
+        _prepare_out(cfg, names_written(fmt.value, ids) + ["samples.csv"])
+        files = export_smlm(store, ids, fmt.value, Path(cfg.out))
+    else:
+        names = (["lr", "hr"] if cfg.per_sample else ["lr.tif", "hr.tif"]) if fmt is ExportFormat.tiff else ["pairs.npz"]
+        _prepare_out(cfg, names + ["samples.csv"])
+        files = export_tiff(store, ids, cfg) if fmt is ExportFormat.tiff else export_npz(store, ids, cfg)
     manifest = store.manifest()
     rows = manifest.filter(pc.is_in(manifest.column("sample_id"), value_set=pa.array(ids)))
     pacsv.write_csv(rows, Path(cfg.out) / "samples.csv")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
 from factory import query
@@ -70,6 +71,44 @@ def _scale_bar(draw: ImageDraw.ImageDraw, x0: int, y0: int, side: int, bar_px: f
               stroke_width=2, stroke_fill=(0, 0, 0))
 
 
+@dataclass
+class Tile:
+    tag: str
+    image: np.ndarray  # (H, W) on the HR grid
+    marks: np.ndarray | None = None  # (m, 2) x, y in HR pixels: true emitters, drawn as circles
+
+
+def _upsample(img: np.ndarray, k: int) -> np.ndarray:
+    return np.kron(img.astype(np.float32), np.ones((k, k), np.float32))  # (H, W) nearest
+
+
+def pair_tiles(store: Store, ids: np.ndarray) -> tuple[list[str], list[list[Tile]]]:
+    """pairs: LR (upsampled, nearest) beside HR; labelled with the signal photons."""
+    k = store.spec.hr_size // store.spec.lr_size
+    lr_all, hr_all = store.read_samples("lr", ids), store.read_samples("hr", ids)  # checked reads
+    photons = dict(zip(*store.manifest(["sample_id", "photons"]).to_pydict().values()))
+    labels = [f"#{i}  {photons.get(int(i), float('nan')):.0f} photons" for i in ids]
+    return labels, [[Tile("LR", _upsample(lr, k)), Tile("HR", hr)] for lr, hr in zip(lr_all, hr_all)]
+
+
+def smlm_tiles(store: Store, ids: np.ndarray) -> tuple[list[str], list[list[Tile]]]:
+    """smlm: the frame with the most emitters (upsampled, true emitters circled), its KDE target, the HR density."""
+    spec = store.spec
+    k = spec.hr_size // spec.lr_size
+    frames, kde, hr = (store.read_samples(name, ids) for name in ("frames", "kde", "hr"))  # checked reads
+    labels, tiles = [], []
+    for j, i in enumerate(ids):
+        table = store.emitters(int(i) // store.shard_size)
+        rows = table.filter(pa.array(table.column("sample_id").to_numpy() == i))
+        per_frame = np.bincount(rows.column("frame").to_numpy(), minlength=spec.frames)
+        f = int(per_frame.argmax())
+        mine = rows.filter(pa.array(rows.column("frame").to_numpy() == f))
+        marks = np.column_stack([mine.column("x_nm").to_numpy(), mine.column("y_nm").to_numpy()]) / spec.hr_pixel_nm
+        labels.append(f"#{i}  frame {f}: {int(per_frame[f])} emitters")
+        tiles.append([Tile("frame", _upsample(frames[j, f], k), marks), Tile("KDE", kde[j, f]), Tile("HR", hr[j])])
+    return labels, tiles
+
+
 def montage(store: Store, cfg: PreviewConfig) -> tuple[Image.Image, list[int]]:
     """The montage image and the sample ids it shows."""
     if cfg.n < 1 or cfg.pairs_per_row < 1:
@@ -80,42 +119,43 @@ def montage(store: Store, cfg: PreviewConfig) -> tuple[Image.Image, list[int]]:
         raise FactoryError(f"no samples of {store.loc} {what}; nothing to preview.")
     spec = store.spec
     H, h = spec.hr_size, spec.lr_size
-    k = H // h
+    labels, tiles = (smlm_tiles if store.product == "smlm" else pair_tiles)(store, np.asarray(ids, np.int64))
     zoom = max(1, math.ceil(cfg.tile_px / H))
     side = H * zoom
-    photons = dict(zip(*(store.manifest(["sample_id", "photons"]).column(c).to_pylist() for c in ("sample_id", "photons"))))
     (font, um), (small, _) = _font(max(12, side // 12)), _font(max(11, side // 14))
     label_h = int(font.size * 1.6)
     cols = min(cfg.pairs_per_row, len(ids))
     rows = math.ceil(len(ids) / cols)
-    pair_w = 2 * side + PAD
+    group_w = len(tiles[0]) * (side + PAD) - PAD
     bar_nm = nice_length_nm(H * spec.hr_pixel_nm)
     bar_px = bar_nm / spec.hr_pixel_nm * zoom
     shown = ", ".join(map(str, ids[:16])) + (f", ... ({len(ids)} in all)" if len(ids) > 16 else "")
+    camera = "frames" if store.product == "smlm" else "LR"
     lines = [f"{store.loc.root.rstrip('/').rsplit('/', 1)[-1]}: samples {shown}" + (f" where {cfg.where}" if cfg.where else ""),
-             f"HR {H}x{H} px at {spec.hr_pixel_nm:g} nm; LR {h}x{h} px at {spec.lr_pixel_nm:g} nm, shown upsampled x{k} (nearest); "
-             f"field of view {H * spec.hr_pixel_nm / 1000:g} {um}",
+             f"HR {H}x{H} px at {spec.hr_pixel_nm:g} nm; {camera} {h}x{h} px at {spec.lr_pixel_nm:g} nm, shown upsampled "
+             f"x{H // h} (nearest); field of view {H * spec.hr_pixel_nm / 1000:g} {um}"
+             + ("; circles: the true emitters of the frame shown" if store.product == "smlm" else ""),
              f"scale bar {format_length(bar_nm, um)}; each tile contrast-stretched to its own "
              f"{STRETCH_PERCENTILES[0]}-{STRETCH_PERCENTILES[1]} percentiles"]
     line_h = int(small.size * 1.5)
     text_w = max(small.getlength(line) for line in lines)
-    width = int(max(PAD + cols * (pair_w + 2 * PAD), text_w + 2 * PAD))
+    width = int(max(PAD + cols * (group_w + 2 * PAD), text_w + 2 * PAD))
     height = PAD + rows * (label_h + side + 2 * PAD) + len(lines) * line_h + PAD
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    ids_arr = np.asarray(ids, np.int64)
-    lr_all, hr_all = store.read_samples("lr", ids_arr), store.read_samples("hr", ids_arr)  # checked reads
-    for j, i in enumerate(ids):
+    for j, (label, group) in enumerate(zip(labels, tiles)):
         r, c = divmod(j, cols)
-        x = PAD + c * (pair_w + 2 * PAD)
+        x = PAD + c * (group_w + 2 * PAD)
         y = PAD + r * (label_h + side + 2 * PAD)
-        draw.text((x, y), f"#{i}  {photons.get(i, float('nan')):.0f} photons", font=font, fill=FOREGROUND)
-        lr = np.kron(lr_all[j].astype(np.float32), np.ones((k, k), np.float32))  # (H, W) nearest upsampling
-        for t, (img, tag) in enumerate(((lr, "LR"), (hr_all[j], "HR"))):
-            tile = Image.fromarray(stretch(img)).resize((side, side), Image.Resampling.NEAREST)
+        draw.text((x, y), label, font=font, fill=FOREGROUND)
+        for t, tile in enumerate(group):
+            image = Image.fromarray(stretch(tile.image)).resize((side, side), Image.Resampling.NEAREST)
             tx = x + t * (side + PAD)
-            canvas.paste(tile, (tx, y + label_h))
-            draw.text((tx + 4, y + label_h + 2), tag, font=small, fill=(255, 255, 0), stroke_width=2, stroke_fill=(0, 0, 0))
+            canvas.paste(image, (tx, y + label_h))
+            for mx, my in (tile.marks if tile.marks is not None else ()):
+                cx, cy, rad = tx + mx * zoom, y + label_h + my * zoom, max(3, zoom * 1.5)
+                draw.ellipse([cx - rad, cy - rad, cx + rad, cy + rad], outline=(255, 64, 64), width=max(1, zoom // 3))
+            draw.text((tx + 4, y + label_h + 2), tile.tag, font=small, fill=(255, 255, 0), stroke_width=2, stroke_fill=(0, 0, 0))
             _scale_bar(draw, tx, y + label_h, side, bar_px, format_length(bar_nm, um), small)
     y = height - PAD - len(lines) * line_h
     for line in lines:
