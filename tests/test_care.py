@@ -187,8 +187,6 @@ def test_camera_model_needs_the_camera(small_store, tmp_path):
 
 
 def test_bioimageio_package_validates_offline_and_its_weights_reproduce_the_test_output(model_path, tmp_path, monkeypatch):
-    pytest.importorskip("bioimageio.spec")
-
     def refuse(*args, **kwargs):
         raise OSError("network access during bioimage.io export or validation")
 
