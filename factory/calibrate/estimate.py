@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import convolve
 
 from factory import images
 from factory.calibrate import background as bgmod
-from factory.calibrate.camera import (MIN_TEMPORAL_FRAMES, CameraFit, Moments, dark_level, fit_camera, ill_conditioned,
-                                      spatial_moments, temporal_moments)
+from factory.calibrate.camera import (MIN_TEMPORAL_FRAMES, NEIGHBOURS, CameraFit, Moments, dark_level, fit_camera,
+                                      ill_conditioned, spatial_moments, temporal_moments)
 from factory.calibrate.psf import PsfEstimate, fit_reference, sigma_from_structures
 from factory.calibrate.report import Calibration, Estimate
 from factory.errors import FactoryError
@@ -131,10 +132,6 @@ def calibrate(cfg: CalibrateConfig) -> Calibration:
     tile_px = max(4, round(cfg.hr_size / k * lr_nm / pixel_nm))  # one training image's LR side, in camera px
 
     # first-pass noise and background (for the mask the single-frame camera fit needs)
-    from scipy.ndimage import convolve
-
-    from factory.calibrate.camera import NEIGHBOURS
-
     resid = frames[0] - convolve(frames[0], NEIGHBOURS, mode="reflect")
     noise0 = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.125)
     window = bgmod.default_window_px(pixel_nm)
@@ -159,26 +156,9 @@ def calibrate(cfg: CalibrateConfig) -> Calibration:
         psf = sigma_from_structures(mean, bg.adu, variance)
     sigma_nm, sd_sigma_nm = psf.sigma_px * pixel_nm, psf.sd_sigma_px * pixel_nm
 
-    peak_field = float(signal.max()) / adu_per_photon
-    noise_photons = np.sqrt(variance) / adu_per_photon
-    tile_signal = tiles(signal / adu_per_photon, min(tile_px, *signal.shape))
-    tile_noise = tiles(noise_photons, min(tile_px, *signal.shape))
-    peaks = tile_signal.max(axis=(1, 2))
-    bright = peaks[peaks > PEAK_SNR * tile_noise.max(axis=(1, 2))]
     rel_g = cam.sd_gain_adu_per_e / cam.gain_adu_per_e
-    if cfg.photon_scale is PhotonScale.DENSITY:
-        per_density = amplitude / adu_per_photon
-        photons = Range(round(per_density, 4), round(per_density, 4))
-        photon_est = Estimate("photons (per unit density)", per_density, rel_g * per_density, "photons per HR px",
-                              "reference amplitude / (G qe)")
-    else:
-        lo, hi = (np.percentile(bright, (10, 90)) * area) if len(bright) >= 3 else (peak_field * area,) * 2
-        photons = Range(float(lo), float(hi), log=lo < hi)
-        photon_est = Estimate("photons (tile peaks)", float(np.median(bright) * area) if len(bright) else peak_field * area, None,
-                              "photons", f"10-90 %: {lo:.0f}-{hi:.0f} over {len(bright)} tiles of {tile_px} px")
-        if len(bright) < 3:
-            notes.append("fewer than 3 tiles hold structure; photons fixed at the field's peak.")
-    peak_sd = math.hypot(float(np.sqrt(variance.ravel()[np.argmax(signal)])) / adu_per_photon, rel_g * peak_field)
+    photons, photon_est, peak = _photons(cfg, signal / adu_per_photon, np.sqrt(variance) / adu_per_photon, tile_px, area,
+                                         None if amplitude is None else amplitude / adu_per_photon, rel_g, notes)
 
     b_lo, b_hi = np.percentile(bgest.tile_means_photons, (10, 90)) * area
     bg_sigma = bgest.sigma_nm if math.isfinite(bgest.sigma_nm) else 2 * max(mean.shape) * pixel_nm
@@ -206,13 +186,38 @@ def calibrate(cfg: CalibrateConfig) -> Calibration:
         Estimate("background_variation", bgest.variation, None, "", "std of log background (approx.)"),
         Estimate("background_sigma_nm", bgest.sigma_nm, None, "nm", "background autocorrelation (approx.)"),
         Estimate("psf_sigma_nm", sigma_nm, sd_sigma_nm, "nm", f"{psf.method} ({psf.fits})"),
-        Estimate("photons (field peak)", peak_field * area, peak_sd * area, "photons", "brightest expected LR pixel"),
+        peak,
         photon_est,
     ]
     electrons = cam.electrons(frames[0])  # one frame, as a training LR image is
     c = contrast_stats(tiles(electrons, min(tile_px, *electrons.shape)))
     source = f"{Path(cfg.widefield).name} ({mean.shape[0]}x{mean.shape[1]} px at {pixel_nm:g} nm, {len(frames)} frame(s))"
     return Calibration(estimates, config, notes, {"median": c.median, "p10": c.p10, "p90": c.p90, "frames": c.frames}, source)
+
+
+def _photons(cfg: CalibrateConfig, signal: np.ndarray, noise: np.ndarray, tile_px: int, area: float,
+             per_density: float | None, rel_g: float, notes: list[str]) -> tuple[Range, Estimate, Estimate]:
+    """The config's ``photons`` range and two table rows (the chosen definition, the field's peak) from the
+    expected signal and its noise sd, both (H, W) photons per camera pixel (see the module docstring)."""
+    peak_field = float(signal.max())
+    peak_sd = math.hypot(float(noise.ravel()[np.argmax(signal)]), rel_g * peak_field)
+    peak = Estimate("photons (field peak)", peak_field * area, peak_sd * area, "photons", "brightest expected LR pixel")
+    if cfg.photon_scale is PhotonScale.DENSITY:
+        value = round(float(per_density), 4)
+        return Range(value, value), Estimate("photons (per unit density)", per_density, rel_g * per_density,
+                                             "photons per HR px", "reference amplitude / (G qe)"), peak
+    side = min(tile_px, *signal.shape)
+    peaks = tiles(signal, side).max(axis=(1, 2))  # (T,) each tile's brightest expected pixel
+    bright = peaks[peaks > PEAK_SNR * tiles(noise, side).max(axis=(1, 2))]
+    if len(bright) < 3:
+        notes.append("fewer than 3 tiles hold structure; photons fixed at the field's peak.")
+        lo = hi = peak_field * area
+    else:
+        lo, hi = np.percentile(bright, (10, 90)) * area
+    median = float(np.median(bright)) * area if len(bright) else peak_field * area
+    return (Range(float(lo), float(hi), log=lo < hi),
+            Estimate("photons (tile peaks)", median, None, "photons", f"10-90 %: {lo:.0f}-{hi:.0f} over {len(bright)} tiles of {side} px"),
+            peak)
 
 
 def _with_reference(cfg: CalibrateConfig, excess: np.ndarray, pixel_nm: float, k: int) -> tuple[np.ndarray, PsfEstimate, float | None]:
