@@ -56,6 +56,20 @@ def bicubic(lr_adu: np.ndarray) -> np.ndarray:
     return zoom(lr_adu - OPTICS.offset_adu, K, order=3, grid_mode=True, mode="nearest")
 
 
+def tiling_gap(model, lr: np.ndarray, camera: dict) -> list[str]:
+    """How far tiled restorations (256 px tiles) are from the whole-field one, per overlap."""
+    t0 = time.time()
+    whole = restore(lr, K * HR_NM, model, ApplyConfig(tile=None, camera=camera))
+    lines = [f"whole field {whole.shape[0]}x{whole.shape[1]} px: {time.time() - t0:.2f} s"]
+    scale = float(np.percentile(whole, 99.9))
+    for overlap in (32, 64, 112):
+        t0 = time.time()
+        tiled = restore(lr, K * HR_NM, model, ApplyConfig(tile=256, overlap=overlap, camera=camera))
+        gap = np.abs(tiled - whole) / scale
+        lines.append(f"overlap {overlap:3d}: max {gap.max():.2e}, mean {gap.mean():.2e}, {time.time() - t0:.2f} s")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True)
@@ -67,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     tests = {name: (hr, degrade(hr, HR_NM, OPTICS, np.random.default_rng(7)).astype(np.float64))
              for name, hr in fields(a.storm).items()}
-    rows = []
+    rows, tiling = [], []
     for name, (hr, lr) in tests.items():
         s = score(bicubic(lr), hr, HR_NM, EvaluateConfig())
         rows.append((name, "bicubic", "-", s.frc_nm, s.pearson_r, s.shift_px, float("nan"), float("nan")))
@@ -88,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append((name, f"CARE {norm}", seed, s.frc_nm, s.pearson_r, s.shift_px,
                                  result.metrics.get("frc_nm") or float("nan"), result.metrics.get("psnr_db", float("nan"))))
                 print(f"  trained {norm} seed {seed} in {time.time() - t0:.0f} s", flush=True)
+                if norm == "percentile" and seed == a.seeds[0]:
+                    tiling = tiling_gap(model, tests["math"][1], camera)
+    print("\ntiled vs whole-field apply (math field, first percentile model): |tiled - whole| / p99.9(whole), seconds per call")
+    for line in tiling:
+        print("  " + line)
     print(f"\n{'field':6} {'method':16} {'seed':>4} {'FRC nm':>7} {'r':>6} {'shift px':>14} {'val FRC':>8} {'val PSNR':>8}")
     for name, method, seed, frc, r, shift, vfrc, vpsnr in rows:
         frc_text = f"{frc:7.1f}" if frc is not None else "  < 2px"

@@ -104,9 +104,9 @@ def export(model: CareModel, cfg: ExportConfig) -> str:
     if out.suffix.lower() != ".zip":
         raise FactoryError(f"{out}: a bioimage.io package is a .zip file; name it *.zip.")
     store = cfg.store or model.training.get("store")
-    if not store or not Path(store).exists():
-        raise FactoryError(f"the model's training store {store!r} is not here; pass --store with a store of the same pixel sizes.")
-    lr, hr, camera = _test_pair(model, str(store))
+    if not store:
+        raise FactoryError("the model records no training store; pass --store with a store of the same pixel sizes.")
+    lr, hr, camera = _test_pair(model, str(store))  # a store that is gone or differs is refused there, in one sentence
     k, mult = model.transform.downsample, model.network.multiple
     step = mult // math.gcd(k, mult)
     name = cfg.name or (f"factory CARE {model.path.stem}" if model.path else "factory CARE")

@@ -85,7 +85,7 @@ class CareTrainConfig:
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
-        d["store"] = str(Path(self.store).resolve())
+        d["store"] = self.store if "://" in str(self.store) else str(Path(self.store).resolve())  # a URL stays as given
         d["norm"] = self.norm.value
         return {k: d[k] for k in IDENTITY}
 
