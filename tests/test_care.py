@@ -98,6 +98,18 @@ def test_resume_refuses_other_settings(small_store, tmp_path):
         train(_cfg(small_store, tmp_path / "c.safetensors", lr=1e-3), log=lambda _: None)
 
 
+def test_cli_train_bad_input_is_one_sentence(small_store, tiny_model, tmp_path):
+    cases = [(["--store", str(tmp_path / "missing.zarr")], "missing.zarr"),
+             (["--store", str(small_store), "--where", "photons < 0"], "no training pairs"),
+             (["--store", str(small_store), "--val-shards", "6"], "must leave at least one"),
+             (["--store", str(small_store), "--depth", "6"], "not divisible by 2**depth"),
+             (["--store", str(small_store), "--normalize", "minmax"], "percentile or camera")]
+    for args, message in cases:
+        r = runner.invoke(app, ["care", "train", *args, "--out", str(tmp_path / "m.safetensors"), "--steps", "1"])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
+        assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_cli_train_writes_a_factory_care_checkpoint(small_store, tmp_path):
     out = tmp_path / "m.safetensors"
     r = runner.invoke(app, ["care", "train", "--store", str(small_store), "--out", str(out), "--steps", "4", "--batch-size", "4",

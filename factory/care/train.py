@@ -227,6 +227,8 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
     resumed_from = step
     loader = make_loader(_data(cfg, train_shards, True), cfg.batch_size, cfg.num_workers)
     val_loader = make_loader(_data(cfg, val_shards, False), cfg.batch_size) if val_shards else None
+    if loader.dataset.num_samples == 0:
+        raise FactoryError(f"no training pairs in {cfg.store}" + (f" match {cfg.where!r}" if cfg.where else "") + ".")
     log(f"care train: {loader.dataset.num_samples} pairs in shards {train_shards[0]}..{train_shards[-1]}, "
         f"{val_loader.dataset.num_samples if val_loader is not None else 0} held out (shards {list(val_shards)}), {cfg.norm.value} "
         f"normalization, device {device}" + (f"; resuming at step {step}" if step else ""))

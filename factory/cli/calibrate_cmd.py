@@ -61,4 +61,4 @@ def calibrate_command(
             typer.echo(f"LR contrast p99.8/p1 (photo-electrons), {name}: {stats.line()}")
         for note in cal.notes:
             typer.echo(f"note: {note}")
-    console.print(f"wrote {out}; use it with: factory generate --degradation {out}", highlight=False)
+    console.print(f"wrote {out}; use it with: factory generate --degradation {out}", highlight=False, soft_wrap=True)
