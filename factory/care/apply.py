@@ -13,8 +13,11 @@
    with overlap / 4 >= the network's receptive radius (26 px at depth 2,
    :func:`factory.care.network.receptive_radius`), tiled and whole-field outputs agree up to
    floating-point summation order (tests/test_care.py), and smaller overlaps differ only
-   within reach of a cut. The field is padded by symmetric reflection to whole tiles (and to a
-   multiple of 2**depth) and cropped back.
+   within reach of a cut: with a trained depth-2 model on a 512 px field, 256 px tiles differed
+   from the whole field by at most 6e-3 (overlap 32), 2e-5 (64, the default) and 0 (112) of the
+   image's 99.9th percentile, at the speed of the whole field (0.6 s on 2 CPU cores). In both modes the field is first extended by the receptive radius of
+   symmetric reflection on every side (so its border pixels see the same surroundings either way),
+   then padded to whole tiles (and to a multiple of 2**depth) and cropped back.
 4. **Write** a float32 TIFF (normalized density) with the HR pixel size (``model.hr_pixel_nm``).
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from factory import images
 from factory.care.checkpoint import CareModel
+from factory.care.network import receptive_radius
 from factory.care.transform import InputNorm, model_input
 from factory.device import pick_device
 from factory.errors import FactoryError
@@ -80,21 +84,26 @@ def _weights(n_tiles: int, i: int, tile: int, overlap: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, x: torch.Tensor, multiple: int, tile: int | None, overlap: int, batch: int = 4,
-            device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """Step 3: (1, 1, H, W) input -> (H, W) float32 prediction, whole or tiled."""
-    img = x[0, 0].numpy()
-    H, W = img.shape
-    if tile is None or (tile >= H and tile >= W):
-        ph, pw = -H % multiple, -W % multiple
-        padded = np.pad(img, ((0, ph), (0, pw)), mode="symmetric")
+def predict(net: torch.nn.Module, x: torch.Tensor, multiple: int, halo: int, tile: int | None, overlap: int,
+            batch: int = 4, device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """Step 3: (1, 1, H, W) input -> (H, W) float32 prediction, whole or tiled. The field is first
+    extended by ``halo`` px of symmetric reflection on every side (the receptive radius): the border
+    pixels then see the same reflected surroundings in both modes, instead of the network's zero
+    padding in one and a tile's reflection in the other (at the field's edge they differed by up to
+    0.68 x the image's 99.9th percentile before, with a trained model)."""
+    H, W = x.shape[-2:]
+    halo += -halo % multiple  # keeps the pooling grid where it was
+    img = np.pad(x[0, 0].numpy(), halo, mode="symmetric")  # (H + 2 halo, W + 2 halo)
+    h_in, w_in = img.shape
+    if tile is None or (tile >= h_in and tile >= w_in):
+        padded = np.pad(img, ((0, -h_in % multiple), (0, -w_in % multiple)), mode="symmetric")
         out = net(torch.from_numpy(padded)[None, None].to(device)).float().cpu()[0, 0].numpy()
-        return out[:H, :W].astype(np.float32)
+        return out[halo:halo + H, halo:halo + W].astype(np.float32)
     if tile % multiple or overlap % multiple or not 0 <= overlap < tile:
         raise FactoryError(f"--tile ({tile}) and --overlap ({overlap}) must be multiples of {multiple} HR px with overlap < tile.")
     stride = tile - overlap
-    ny, nx = (max(1, math.ceil((n - tile) / stride) + 1) for n in (H, W))
-    padded = np.pad(img, ((0, (ny - 1) * stride + tile - H), (0, (nx - 1) * stride + tile - W)), mode="symmetric")
+    ny, nx = (max(1, math.ceil((n - tile) / stride) + 1) for n in (h_in, w_in))
+    padded = np.pad(img, ((0, (ny - 1) * stride + tile - h_in), (0, (nx - 1) * stride + tile - w_in)), mode="symmetric")
     acc = np.zeros(padded.shape)
     weight = np.zeros(padded.shape)
     origins = [(i, j) for i in range(ny) for j in range(nx)]
@@ -106,7 +115,7 @@ def predict(net: torch.nn.Module, x: torch.Tensor, multiple: int, tile: int | No
             w = np.outer(_weights(ny, i, tile, overlap), _weights(nx, j, tile, overlap))
             acc[i * stride:i * stride + tile, j * stride:j * stride + tile] += w * pred
             weight[i * stride:i * stride + tile, j * stride:j * stride + tile] += w
-    return (acc / weight)[:H, :W].astype(np.float32)
+    return (acc / weight)[halo:halo + H, halo:halo + W].astype(np.float32)
 
 
 def restore(frame: np.ndarray, pixel_nm: float, model: CareModel, cfg: ApplyConfig = ApplyConfig()) -> np.ndarray:
@@ -116,7 +125,7 @@ def restore(frame: np.ndarray, pixel_nm: float, model: CareModel, cfg: ApplyConf
     device = pick_device(cfg.device)
     x = prepare(frame, pixel_nm, model, cfg.camera)  # (1, 1, H, W)
     model.net.to(device)
-    return predict(model.net, x, model.network.multiple, cfg.tile, cfg.overlap, cfg.batch, device)
+    return predict(model.net, x, model.network.multiple, receptive_radius(model.network), cfg.tile, cfg.overlap, cfg.batch, device)
 
 
 def apply_file(path: str | Path, model: CareModel, out: str | Path, cfg: ApplyConfig = ApplyConfig(),

