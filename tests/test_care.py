@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from factory import images
 from factory.care import checkpoint
-from factory.care.apply import ApplyConfig, predict, prepare, restore
+from factory.care.apply import ApplyConfig, prepare, restore
 from factory.care.network import NetworkConfig, build, receptive_radius
 from factory.care.train import CareTrainConfig, state_path, train
 from factory.care.transform import InputNorm, InputTransform, model_input

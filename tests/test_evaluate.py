@@ -14,7 +14,7 @@ from factory import images
 from factory.cli import app
 from factory.errors import FactoryError
 from factory.evaluate import EvaluateConfig, common_grid, pearson_r, score
-from factory.metrics.frc import THRESHOLD, frc_curve
+from factory.metrics.frc import frc_curve
 from factory.metrics.register import estimate_shift, register
 
 runner = CliRunner()
