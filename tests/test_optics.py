@@ -350,3 +350,56 @@ def test_dataset_defaults_vary_signal_background_and_psf_and_match_schema():
     assert photons.min() >= 100 and photons.max() <= 3000 and photons.std() > 100
     assert len({p.background_photons for p in draws}) == 50 and len({p.psf_sigma_nm for p in draws}) == 50
     assert {p.read_noise_e for p in draws} == {1.6}
+
+
+# --- photon scale (peak | density) and LR contrast ---------------------------------------------
+
+def test_density_scale_is_photons_per_unit_density_per_hr_pixel(params):
+    """density: the total expected signal is photons x the summed HR density (flux is conserved)."""
+    p = DegradationParams(**{**params.to_record(), "photon_scale": "density", "photons": 40.0})
+    hr = filaments((3, 64, 48), seed=3)
+    e = expected_photons(hr, HR_PIXEL_NM, p)
+    np.testing.assert_allclose(e.sum(axis=(1, 2)), 40.0 * hr.sum(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(expected_photons(2 * hr, HR_PIXEL_NM, p), 2 * e, rtol=1e-6)  # the HR scale matters
+
+
+def test_density_scale_does_not_depend_on_other_structure_in_the_field(params):
+    """A filament's signal under `peak` falls when a brighter spot appears elsewhere; under `density` it does not."""
+    hr = np.zeros((64, 64))
+    hr[:, 10] = 0.5  # a vertical filament
+    brighter = hr.copy()
+    brighter[40:42, 50:52] = 1.0  # a bright cluster far from it
+    for scale, changes in (("peak", True), ("density", False)):
+        p = DegradationParams(**{**params.to_record(), "photon_scale": scale})
+        before, after = (expected_photons(x, HR_PIXEL_NM, p)[:, 2] for x in (hr, brighter))  # LR column of the filament
+        assert (not np.allclose(before, after, rtol=1e-3)) is changes, scale
+
+
+def test_photon_scale_config_round_trips_and_the_default_is_not_written(tmp_path):
+    assert "photon_scale" not in DegradationConfig().to_dict()  # specs made before the field stay equal
+    (tmp_path / "d.toml").write_text('schema_version = 1\nphoton_scale = "density"\nphotons = [20, 80]\n')
+    cfg = DegradationConfig.load(tmp_path / "d.toml")
+    assert cfg.photon_scale.value == "density" and cfg.to_dict()["photon_scale"] == "density"
+    jsonschema.validate(cfg.to_dict(), schemas.load("degradation.v1.json"))
+    assert DegradationConfig.from_dict(cfg.to_dict()) == cfg
+    params = cfg.draw(np.random.default_rng(0))
+    assert params.to_record()["photon_scale"] == "density" and 20 <= params.photons <= 80
+    assert DegradationParams.from_record({k: v for k, v in params.to_record().items() if k != "photon_scale"}).photon_scale.value == "peak"
+    with pytest.raises(FactoryError, match="photon_scale must be one of"):
+        DegradationConfig.from_dict({"schema_version": 1, "photon_scale": "brightest"})
+
+
+def test_frame_contrast_is_the_percentile_ratio_with_a_floor():
+    from factory.optics.contrast import contrast_stats, frame_contrast, tiles
+
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(10, 20, (5, 16, 16))
+    lo, hi = np.percentile(frames, (1.0, 99.8), axis=(1, 2))
+    np.testing.assert_allclose(frame_contrast(frames), hi / lo)
+    assert frame_contrast(np.full((8, 8), -3.0))[0] == -3.0  # the dark floor is 1 e-: C = p_hi / 1
+    stats = contrast_stats(frames)
+    assert stats.frames == 5 and stats.p10 <= stats.median <= stats.p90
+    image = np.arange(40 * 36, dtype=float).reshape(40, 36)
+    t = tiles(image, 16)
+    assert t.shape == (4, 16, 16) and (t[1] == image[:16, 16:32]).all()  # row-major tiles, remainder dropped
+

@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import zarr
 from PIL import Image
+from scipy.ndimage import zoom
 from typer.testing import CliRunner
 
 from factory import images
@@ -147,14 +148,18 @@ def test_export_npz_is_csbdeep_training_data(small_store, tmp_path):
     np.testing.assert_array_equal(Y[:, 0], store.hr[:])
     m = store.manifest(["offset_adu", "gain_e_per_adu", "em_gain"]).to_pydict()
     electrons = (store.lr[7].astype(np.float64) - m["offset_adu"][7]) * m["gain_e_per_adu"][7] / m["em_gain"][7]
-    np.testing.assert_allclose(X[7, 0], np.kron(electrons, np.ones((4, 4))), rtol=1e-6)
+    # default upsampling is bilinear with half-pixel centres: scipy's zoom on the pixel grid (grid_mode), edges extended
+    bilinear = zoom(electrons, 4, order=1, grid_mode=True, mode="nearest")
+    np.testing.assert_allclose(X[7, 0], bilinear, rtol=1e-5, atol=1e-4)
     r = run("export", small_store, "--format", "npz", "--out", tmp_path / "n")
     assert r.exit_code == 2 and "--overwrite" in r.output
-    r = run("export", small_store, "--format", "npz", "--out", tmp_path / "n", "--overwrite", "--where", "shard = 5")
+    r = run("export", small_store, "--format", "npz", "--out", tmp_path / "n", "--overwrite", "--where", "shard = 5",
+            "--upsample", "nearest")
     assert r.exit_code == 0
     with np.load(tmp_path / "n" / "pairs.npz") as f:
         assert f["X"].shape == (2, 1, 32, 32)
         lo, hi = np.percentile(f["X"][:, 0, ::4, ::4], (1.0, 99.8), axis=(1, 2))  # percentile normalization of LR
+        np.testing.assert_array_equal(f["X"][:, 0], np.kron(f["X"][:, 0, ::4, ::4], np.ones((1, 4, 4))))  # nearest
         np.testing.assert_allclose(lo, 0.0, atol=1e-5) and np.testing.assert_allclose(hi, 1.0, atol=1e-5)
 
 

@@ -10,6 +10,9 @@ from factory.cli import generate_cmd  # noqa: F401,E402
 from factory.cli import structures_cmd  # noqa: F401,E402
 from factory.cli import consume_cmd  # noqa: F401,E402
 from factory.cli import crlb_cmd  # noqa: F401,E402
+from factory.cli import evaluate_cmd  # noqa: F401,E402
+from factory.cli import calibrate_cmd  # noqa: F401,E402
+from factory.cli import care_cmd  # noqa: F401,E402
 
 
 def main() -> None:

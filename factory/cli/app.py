@@ -24,8 +24,9 @@ def _root() -> None:
     """factory: synthetic LR/HR pairs for super-resolution microscopy (see README.md)."""
 
 
-def command(name: str | None = None, **kwargs):
-    """Register a function as a CLI command with FactoryError -> one sentence, exit 2."""
+def command(name: str | None = None, group: typer.Typer | None = None, **kwargs):
+    """Register a function as a CLI command (on ``group``, a sub-app such as ``factory care``, else the top
+    level) with the one rule: FactoryError -> one sentence, exit 2."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -39,7 +40,7 @@ def command(name: str | None = None, **kwargs):
                     os._exit(2)
                 raise typer.Exit(2) from None
 
-        app.command(name, **kwargs)(wrapper)
+        (group or app).command(name, **kwargs)(wrapper)
         return fn
 
     return decorate

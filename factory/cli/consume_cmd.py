@@ -198,7 +198,7 @@ def export_command(
     per_sample: bool = typer.Option(False, "--per-sample", help="tiff only: one file per sample, lr/<id>.tif and hr/<id>.tif, instead of two stacks."),
     normalize: Normalization = typer.Option(Normalization.percentile, "--normalize", help="npz X (LR): none (ADU), percentile (per image, 1 / 99.8 % -> 0 / 1, CSBDeep's default) or camera (photo-electrons = (ADU - offset) x gain e-/ADU / EM gain)."),
     normalize_hr: Normalization = typer.Option(Normalization.none, "--normalize-hr", help="npz Y (HR): none (normalized density in [0, 1]) or percentile."),
-    upsample: Upsample = typer.Option(Upsample.nearest, "--upsample", help="npz X: LR to the HR grid by nearest or bilinear interpolation (CSBDeep needs X and Y of one shape)."),
+    upsample: Upsample = typer.Option(Upsample.bilinear, "--upsample", help="npz X: LR to the HR grid by bilinear (half-pixel centres, as factory.data and `factory care` use) or nearest interpolation (CSBDeep needs X and Y of one shape)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files of an earlier export in --out."),
 ) -> None:
     """Export pairs for other tools: TIFF stacks with pixel sizes (Fiji) or a CSBDeep .npz."""

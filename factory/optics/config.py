@@ -8,7 +8,10 @@ own generator. In a file (JSON or TOML, ``schemas/degradation.v1.json``) a param
     [200, 2000]                           uniform in [low, high]
     {"low": 200, "high": 2000, "log": true}   log-uniform (for photon counts spanning decades)
 
-``low == high`` is fixed. Integer parameters (``bit_depth``) draw uniformly from the
+``low == high`` is fixed. ``photon_scale`` (``peak`` | ``density``) says what ``photons`` means
+(:mod:`factory.optics.params`); it is written by :meth:`DegradationConfig.to_dict` only when it is
+not the default ``peak``, so that the run spec of every store made before the field existed still
+equals the spec of the same run today (resume compares them). Integer parameters (``bit_depth``) draw uniformly from the
 integers in [low, high]; ``downsample`` is one integer for the whole run because it fixes
 the LR array shape. The PSF width is either ``psf_sigma_nm`` or ``na`` with
 ``wavelength_nm`` (sigma = 0.21 wavelength / NA), never both; neither means 95 nm.
@@ -28,7 +31,8 @@ import numpy as np
 
 from factory.errors import FactoryError
 from factory.store import schemas
-from factory.optics.params import INTEGER_FIELDS, parse_psf_model, DegradationParams, PsfModel, check_offset_fits, check_value
+from factory.optics.params import (INTEGER_FIELDS, DegradationParams, PhotonScale, PsfModel, check_offset_fits, check_value,
+                                   parse_photon_scale, parse_psf_model)
 from factory.optics.psf import sigma_from_na_nm
 
 SCHEMA_VERSION = 1
@@ -101,8 +105,10 @@ class Range:
 class DegradationConfig:
     """Run-level optics: parameters as fixed values or ranges (see the module docstring).
 
-    Units: ``photons`` is the expected SIGNAL photons at the brightest LR pixel after PSF
-    and binning, before background; ``background_photons`` the MEAN background photons per
+    Units: ``photons`` is, with ``photon_scale`` = ``peak`` (default), the expected SIGNAL
+    photons at the brightest LR pixel after PSF and binning, before background; with
+    ``density``, the expected signal photons per unit of HR density per HR pixel;
+    ``background_photons`` the MEAN background photons per
     LR pixel (0 = none); ``background_variation`` the log-amplitude of its smooth spatial
     structure (~ relative std; 0 = flat) with correlation length ``background_sigma_nm``;
     ``read_noise_e`` e- rms; ``gain_e_per_adu`` e-/ADU; ``offset_adu`` ADU; ``em_gain``
@@ -111,6 +117,7 @@ class DegradationConfig:
 
     downsample: int = 4
     psf_model: PsfModel = PsfModel.GAUSSIAN
+    photon_scale: PhotonScale = PhotonScale.PEAK
     psf_sigma_nm: Range | None = None
     na: Range | None = None
     wavelength_nm: Range | None = None
@@ -141,6 +148,7 @@ class DegradationConfig:
         check_value("downsample", self.downsample)
         object.__setattr__(self, "downsample", int(self.downsample))
         object.__setattr__(self, "psf_model", parse_psf_model(self.psf_model))
+        object.__setattr__(self, "photon_scale", parse_photon_scale(self.photon_scale))
         for name in RANGE_FIELDS:
             value = getattr(self, name)
             if value is not None or name not in OPTIONAL_FIELDS:
@@ -162,11 +170,14 @@ class DegradationConfig:
              for name, ui in zip(RANGE_FIELDS, u)}
         if v["na"] is not None:
             v["psf_sigma_nm"] = sigma_from_na_nm(v["wavelength_nm"], v["na"])
-        return DegradationParams(**v, background_seed=background_seed, psf_model=self.psf_model, downsample=self.downsample)
+        return DegradationParams(**v, background_seed=background_seed, psf_model=self.psf_model, downsample=self.downsample,
+                                 photon_scale=self.photon_scale)
 
     def to_dict(self) -> dict:
         """JSON-safe dict (goes into the store's run spec); from_dict(to_dict()) == self."""
         d = {"schema_version": SCHEMA_VERSION, "downsample": self.downsample, "psf_model": self.psf_model.value}
+        if self.photon_scale is not PhotonScale.PEAK:  # the default is implied (specs made before the field compare equal)
+            d["photon_scale"] = self.photon_scale.value
         for name in RANGE_FIELDS:
             value = getattr(self, name)
             d[name] = None if value is None else value.to_json()

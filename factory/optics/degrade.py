@@ -4,10 +4,12 @@
     LR = camera(E, rng)                          uint16 ADU
 
 M_y, M_x blur with the PSF and sum-bin by k (``psf.blur_bin_matrix``; flux-conserving, borders
-reflected). The scale s makes the brightest LR pixel of each image receive exactly
-``params.photons`` expected signal photons (before background); an all-zero HR gives no
-signal. b is the background (``background.background_photons``). The HR's own scale does
-not matter (only its shape does); negative densities are clipped to 0. Work is float32
+reflected). The scale s depends on ``params.photon_scale`` (:mod:`factory.optics.params`):
+``peak`` makes the brightest LR pixel of each image receive exactly ``params.photons``
+expected signal photons (before background; the HR's own scale does not matter, only its
+shape; an all-zero HR gives no signal); ``density`` is s = ``params.photons`` photons per
+unit of HR density per HR pixel (the HR's scale matters). b is the background
+(``background.background_photons``). Negative densities are clipped to 0. Work is float32
 unless the HR is float64.
 
 Cost (benchmarks/degrade.py, one core): ~0.6 ms per 256x256 -> 64x64 image, most of it the
@@ -24,7 +26,7 @@ import numpy as np
 from factory.errors import FactoryError
 from factory.optics.background import background_photons
 from factory.optics.camera import detect
-from factory.optics.params import DegradationParams
+from factory.optics.params import DegradationParams, PhotonScale
 from factory.optics.psf import blur_bin_matrix
 
 
@@ -43,8 +45,8 @@ def _as_batch(hr: np.ndarray, downsample: int) -> np.ndarray:
 
 def expected_photons(hr: np.ndarray, hr_pixel_nm: float, params: DegradationParams) -> np.ndarray:
     """Noise-free expected photons per LR pixel (signal + background): (H, W) -> (H//k, W//k),
-    (N, H, W) -> (N, H//k, W//k). ``params.photons`` is the expected signal at each image's
-    brightest LR pixel after PSF and binning, before background (see the module docstring)."""
+    (N, H, W) -> (N, H//k, W//k). ``params.photons`` is scaled as ``params.photon_scale`` says
+    (see the module docstring)."""
     if not (isinstance(hr_pixel_nm, numbers.Real) and math.isfinite(hr_pixel_nm) and hr_pixel_nm > 0):
         raise FactoryError(f"hr_pixel_nm must be > 0 nm, got {hr_pixel_nm!r}.")
     k = params.downsample
@@ -63,8 +65,11 @@ def expected_photons(hr: np.ndarray, hr_pixel_nm: float, params: DegradationPara
     signal = np.matmul(m_y, rows)  # (N, h, w) photons up to the scale s
     if not np.isfinite(signal).all():
         raise FactoryError("the HR image contains NaN or infinite values.")
-    peak = signal.max(axis=(1, 2), keepdims=True)  # (N, 1, 1)
-    signal *= np.divide(params.photons, peak, out=np.zeros_like(peak), where=peak > 0)
+    if params.photon_scale is PhotonScale.DENSITY:
+        signal *= params.photons  # photons per unit density per HR pixel; M conserves flux
+    else:
+        peak = signal.max(axis=(1, 2), keepdims=True)  # (N, 1, 1)
+        signal *= np.divide(params.photons, peak, out=np.zeros_like(peak), where=peak > 0)
     signal += background_photons(params, (n, h, w), hr_pixel_nm * k)  # (N, h, w) or (1, 1, 1)
     return signal.reshape(*lead, h, w)
 

@@ -3,10 +3,22 @@
 A :class:`DegradationParams` is what one LR image was made with. It is drawn from a
 run-level :class:`~factory.optics.config.DegradationConfig` with the sample's own
 generator, and :meth:`DegradationParams.to_record` flattens it into manifest columns
-whose names carry their units. ``photons`` is defined once, here:
+whose names carry their units. ``photons`` is defined once, here, by ``photon_scale``:
 
-    photons = expected SIGNAL photons at the brightest LR pixel, after the PSF and
-              binning, before background, QE and noise.
+    peak     (default; what every store made before this field existed means)
+             photons = expected SIGNAL photons at the brightest LR pixel of each image,
+             after the PSF and binning, before background, QE and noise.
+    density  photons = expected SIGNAL photons per unit of HR density per HR pixel,
+             before QE: E_signal = photons * blur_bin(HR). An HR pixel of density d
+             sends photons * d photons, spread by the PSF.
+
+``peak`` rescales every image by its own brightest spot, so the contrast between a filament
+and the background depends on what else is in the field and on how the structure source
+distributes density (a DDPM sample with diffuse haze and a clean mathematical filament get the
+same peak but different filament-to-background ratios). ``density`` ties the signal to the HR
+density itself, the same for every source whose density means the same thing (factory's
+sources scale density like a training image: the 99.9th percentile of an SR image -> 1,
+:func:`factory.images.normalize_unit`).
 
 The bounds below are the physics' own limits; the config, the params and the JSON
 schema (``schemas/degradation.v1.json``) all enforce the same table.
@@ -19,6 +31,21 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from factory.errors import FactoryError
+
+
+class PhotonScale(str, enum.Enum):
+    """What ``photons`` means (see the module docstring)."""
+
+    PEAK = "peak"  # expected signal photons at each image's brightest LR pixel
+    DENSITY = "density"  # expected signal photons per unit HR density per HR pixel
+
+
+def parse_photon_scale(value) -> PhotonScale:
+    """A PhotonScale from itself or its string value; anything else is one FactoryError sentence."""
+    try:
+        return PhotonScale(value)
+    except ValueError:
+        raise FactoryError(f"photon_scale must be one of {[m.value for m in PhotonScale]}, got {value!r}.") from None
 
 
 class PsfModel(str, enum.Enum):
@@ -103,7 +130,7 @@ def check_offset_fits(offset_adu: float, bit_depth: int) -> None:
 class DegradationParams:
     """Every value of the optical model for one image (see the module docstring for ``photons``).
 
-    Stages: HR density -> photons -> PSF (``psf_model``, ``psf_sigma_nm``) -> sum-bin by
+    Stages: HR density -> photons (``photon_scale``) -> PSF (``psf_model``, ``psf_sigma_nm``) -> sum-bin by
     ``downsample`` -> + background (mean ``background_photons`` per LR pixel, log-normal
     structured field of log-amplitude ``background_variation`` and Gaussian correlation
     length ``background_sigma_nm``, drawn from ``background_seed``) -> Poisson(``qe`` x photons)
@@ -114,6 +141,7 @@ class DegradationParams:
     """
 
     photons: float = 1000.0
+    photon_scale: PhotonScale = PhotonScale.PEAK
     background_photons: float = 10.0
     background_variation: float = 0.3
     background_sigma_nm: float = 2000.0
@@ -132,6 +160,7 @@ class DegradationParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "psf_model", parse_psf_model(self.psf_model))
+        object.__setattr__(self, "photon_scale", parse_photon_scale(self.photon_scale))
         for name in BOUNDS:
             value = getattr(self, name)
             if name in ("na", "wavelength_nm") and (value is None or (isinstance(value, float) and math.isnan(value))):
@@ -151,6 +180,7 @@ class DegradationParams:
         """Flat, JSON- and Arrow-safe dict for the manifest; column names carry units."""
         record = asdict(self)
         record["psf_model"] = self.psf_model.value
+        record["photon_scale"] = self.photon_scale.value
         return record
 
     @classmethod

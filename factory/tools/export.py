@@ -6,8 +6,8 @@ ImageJ TIFF stacks with their pixel sizes (:func:`factory.images.write_tiff_fram
 ``per_sample`` instead ``lr/{id:06d}.tif`` and ``hr/{id:06d}.tif`` (same names in two folders, as
 CSBDeep's ``get_tiff_pairs_from_folders`` expects).
 
-``npz`` (CSBDeep): ``pairs.npz`` with ``X`` (N, 1, H, W) float32 = LR upsampled to the HR grid and
-normalized (:mod:`factory.data` rules; default per-image percentiles 1 / 99.8, CSBDeep's own
+``npz`` (CSBDeep): ``pairs.npz`` with ``X`` (N, 1, H, W) float32 = LR upsampled to the HR grid
+(bilinear by default, the one default of factory.data and factory.care) and normalized (:mod:`factory.data` rules; default per-image percentiles 1 / 99.8, CSBDeep's own
 default), ``Y`` (N, 1, H, W) float32 = HR, and ``axes = 'SCYX'`` -- what ``csbdeep.io.save_training_data``
 writes and ``load_training_data`` reads. The arrays are streamed into the zip (no N-sized buffer).
 
@@ -49,7 +49,7 @@ class ExportConfig:
     per_sample: bool = False  # tiff only: one file per sample in lr/ and hr/
     normalize: Normalization = Normalization.percentile  # npz X (LR)
     normalize_hr: Normalization = Normalization.none  # npz Y (HR)
-    upsample: Upsample = Upsample.nearest  # npz X: LR to the HR grid
+    upsample: Upsample = Upsample.bilinear  # npz X: LR to the HR grid (as factory.data, jobs/train_care.py and factory.care)
     percentiles: tuple[float, float] = (1.0, 99.8)
     overwrite: bool = False
 
