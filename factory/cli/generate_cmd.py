@@ -3,15 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import enum
-
 import typer
 
 from factory.cli.app import command, console
+from factory.diffusion.sampler_config import SamplerKind  # torch-free
 from factory.pipeline.spec import DEFAULT_STORE
-
-# The values of factory.diffusion.sampling.SamplerKind (not imported here: it pulls in torch).
-SamplerName = enum.Enum("SamplerName", {k: k for k in ("dpmpp", "ddim", "ddpm")}, type=str)
 
 
 @command("generate")
@@ -19,7 +15,7 @@ def generate_command(
     n: int = typer.Option(..., "--n", min=1, help="Number of LR/HR pairs (sample ids 0..n-1)."),
     out: Path = typer.Option(DEFAULT_STORE, "--out", help="Store to write (a Zarr v3 folder). An existing store made with the same settings is resumed; one made with other settings is refused unless --overwrite."),
     model: str = typer.Option("default", "--model", help="'default' (the shipped model) or a checkpoint path (.safetensors); the same path must be readable on every Ray node."),
-    sampler: SamplerName = typer.Option(SamplerName.dpmpp, "--sampler", help="Sampler: dpmpp (DPM-Solver++ 2M, 10-25 steps), ddim or ddpm (ancestral)."),
+    sampler: SamplerKind = typer.Option(SamplerKind.dpmpp, "--sampler", help=SamplerKind.help()),
     steps: int = typer.Option(20, "--steps", min=1, help="Sampler steps = network evaluations per image (<= the model's T)."),
     eta: float = typer.Option(0.0, "--eta", min=0.0, help="DDIM noise (0 = deterministic; ddim only)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per network evaluation; batches are fixed runs of consecutive sample ids inside a shard (HR agrees across batch sizes only up to floating-point batching effects)."),

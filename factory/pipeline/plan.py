@@ -50,7 +50,7 @@ def resolve(cfg: GenerateConfig) -> tuple[RunSpec, dict]:
     sampler = SamplerConfig.from_dict(cfg.sampler)
     sampler.validate(ckpt.config.schedule.num_timesteps)
     degradation = DegradationConfig.load(cfg.degradation) if cfg.degradation else DegradationConfig.dataset_defaults()
-    hr_size = check_size(ckpt, cfg.hr_size)
+    hr_size = check_size(ckpt, cfg.hr_size, "--hr-size")
     k = degradation.downsample
     if hr_size % k:
         raise FactoryError(f"--hr-size {hr_size} px is not a multiple of the degradation's downsample factor {k}.")
