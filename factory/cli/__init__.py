@@ -9,6 +9,8 @@ from factory.cli import sample_cmd  # noqa: F401,E402
 from factory.cli import generate_cmd  # noqa: F401,E402
 from factory.cli import structures_cmd  # noqa: F401,E402
 from factory.cli import consume_cmd  # noqa: F401,E402
+from factory.cli import train_smlm_cmd  # noqa: F401,E402
+from factory.cli import restore_cmd  # noqa: F401,E402
 
 
 def main() -> None:

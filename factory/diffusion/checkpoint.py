@@ -153,16 +153,19 @@ def _canonical(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
+SHIPPED = {"default": DEFAULT_MODEL, "smlm": DEFAULT_MODEL.with_name("smlm.safetensors")}  # name -> file in the package
+
+
 def resolve(model: str | Path) -> Path:
-    """``default`` -> the shipped model; anything else is a path."""
-    return DEFAULT_MODEL if str(model) == "default" else Path(model)
+    """``default`` -> the shipped DDPM, ``smlm`` -> the shipped conditional model; anything else is a path."""
+    return SHIPPED.get(str(model), Path(model))
 
 
 def load(model: str | Path = "default", device: str | torch.device = "cpu", kind: ModelKind = ModelKind.ddpm) -> Checkpoint:
     """Load a checkpoint of the given kind; any problem with the file becomes one FactoryError sentence."""
     path = resolve(model)
     if not path.is_file():
-        hint = " (the shipped default model is missing from this install)" if path == DEFAULT_MODEL else ""
+        hint = f" (the shipped '{model}' model is not in this install)" if path in SHIPPED.values() else ""
         raise FactoryError(f"{path}: no such checkpoint file{hint}.")
     kinds = {k.value: k for k in ModelKind}
     try:
