@@ -50,7 +50,7 @@ def restore_command(
     from factory.device import pick_device
     from factory.diffusion import checkpoint
     from factory.diffusion.kinds import ModelKind
-    from factory.diffusion.restore import RestoreConfig, restore
+    from factory.diffusion.restore import RestoreConfig, check_frames, restore
     from factory.diffusion.sampler_config import SamplerConfig
     from factory.errors import FactoryError
     from factory.diffusion.restore import Camera
@@ -77,6 +77,7 @@ def restore_command(
     if stack.pixel_nm is not None and not math.isclose(stack.pixel_nm, geometry.lr_pixel_nm, rel_tol=0.01):
         raise FactoryError(f"{frames} has {stack.pixel_nm:g} nm pixels but the model works on {geometry.lr_pixel_nm:g} nm camera pixels.")
     frames_e = cam.electrons(stack.data)  # (F, h, w) photo-electrons above offset
+    check_frames(frames_e)  # before any output or progress bar appears
     F, h, w = frames_e.shape
     H, W = h * geometry.upscale, w * geometry.upscale
     n_steps = (chosen or ckpt.config.sampler).steps

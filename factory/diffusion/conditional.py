@@ -16,6 +16,17 @@ gamma ~ U(gamma_{t-1}, gamma_t) with gamma_0 = 1 (piecewise uniform, SR3 sec. 2.
 WaveGrad sec. 3.3), and regresses eps (Ho et al. 2020 L_simple). The inference schedule is
 chosen on held-out data (:mod:`factory.diffusion.schedule_search`).
 
+Start state. Sampling starts at the schedule's last level gamma_N from
+y_N ~ N(sqrt(gamma_N) m, (1 - gamma_N) I), m = ``y0_mean`` the mean training target (model
+units, measured at training): the forward marginal q(y_N | y0) with y0 replaced by its
+mean, which is N(0, I) when gamma_N ~ 0. Why: the eps network's x0 = (y - sqrt(1 - g) eps)
+/ sqrt(g) multiplies eps errors by 1 / sqrt(g) (31 at g = 1e-3), so near pure noise its
+estimate of sparse data's mean (background -1) is the first thing to go wrong (the DDPM's
+:class:`~factory.diffusion.checkpoint.X0Prior` handles the same problem); measured on a tiny
+model trained 1500 steps on Gaussian spots, 50 ancestral steps from gamma_N = 1e-3 and N(0, I)
+gave efficiency -0.015 (every frame filled with false peaks), from gamma_N = 0.05 and the
+noised mean 0.51 (16 held-out frames, 43 emitters). The search picks gamma_N among candidates up to 0.3.
+
 Units. Condition: photo-electrons above offset, (ADU - offset) * gain_e_per_adu / em_gain,
 divided by ``electrons_scale`` (stored in the model), so a real frame whose camera
 parameters are known is scaled exactly as the training frames were. Target: the KDE
@@ -55,6 +66,7 @@ class ConditionalConfig:
     unet: UNetConfig
     geometry: SmlmGeometry
     electrons_scale: float  # photo-electrons per unit of the condition channel
+    y0_mean: float = -1.0  # mean training target in model units (2 y - 1): the start state's centre
     train_schedule: ScheduleConfig = TRAIN_SCHEDULE
     inference: ScheduleConfig = DEFAULT_INFERENCE  # the noise levels restore visits (chosen by the schedule search)
     sampler: SamplerConfig = DEFAULT_SAMPLER  # steps <= inference.num_timesteps (all of them after the search)
@@ -77,6 +89,8 @@ class ConditionalConfig:
         for schedule in (self.train_schedule, self.inference):
             schedule.check()
         self.sampler.validate(self.inference.num_timesteps)
+        if not (math.isfinite(self.y0_mean) and -1.0 <= self.y0_mean <= 1e3):
+            raise FactoryError(f"the model's y0_mean must be a finite target value >= -1, got {self.y0_mean}.")
         if not (math.isfinite(self.electrons_scale) and self.electrons_scale > 0):
             raise FactoryError(f"the model's electrons_scale must be a positive number of photo-electrons, got {self.electrons_scale}.")
 
@@ -102,13 +116,14 @@ class ConditionalConfig:
 
     def to_dict(self) -> dict:
         return {"unet": self.unet.to_dict(), "geometry": self.geometry.to_dict(), "electrons_scale": self.electrons_scale,
+                "y0_mean": self.y0_mean,
                 "train_schedule": self.train_schedule.to_dict(), "inference": self.inference.to_dict(),
                 "sampler": self.sampler.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConditionalConfig":
         return cls(UNetConfig.from_dict(d["unet"]), SmlmGeometry.from_dict(d["geometry"]), float(d["electrons_scale"]),
-                   ScheduleConfig.from_dict(d["train_schedule"]), ScheduleConfig.from_dict(d["inference"]),
+                   float(d["y0_mean"]), ScheduleConfig.from_dict(d["train_schedule"]), ScheduleConfig.from_dict(d["inference"]),
                    SamplerConfig.from_dict(d["sampler"]))
 
 

@@ -5,7 +5,8 @@ The conditional counterpart of :mod:`factory.diffusion.sampling`: the same sampl
 :class:`~factory.diffusion.samplers.EpsDenoiser`, told the noise level sqrt(gamma) instead
 of a timestep, with the condition passed through as ``extra_args={"cond": ...}``. The
 noise levels visited are the model's inference schedule (chosen after training by
-:mod:`factory.diffusion.schedule_search`), not its training range.
+:mod:`factory.diffusion.schedule_search`), not its training range, and the start state is
+the forward marginal around the mean target (see :mod:`factory.diffusion.conditional`).
 
 Each row (one posterior sample of one frame) draws its initial and ancestral noise from
 its own CPU generator, so a sample never depends on the batch it ran in beyond
@@ -64,7 +65,9 @@ def sample_kde(model: torch.nn.Module, cfg: ConditionalConfig, frames_e: torch.T
                            net_input=NetInput.noise_level, x0_range=(-1.0, None))
     noise = per_sample_noise(generators, tuple(cond.shape[1:]), dev)
     ts = timesteps(inference.num_timesteps, sampler.steps, sampler.spacing)  # (steps,) starts at N-1
-    y0 = run_sampler(sampler, denoiser, noise(), ts, abar, noise, extra_args={"cond": cond})  # (R, 1, H', W')
+    g_start = float(abar[int(ts[0])])
+    start = math.sqrt(g_start) * cfg.y0_mean + math.sqrt(1.0 - g_start) * noise()  # (R, 1, H', W') ~ q(y_N | y0 = mean)
+    y0 = run_sampler(sampler, denoiser, start, ts, abar, noise, extra_args={"cond": cond})  # (R, 1, H', W')
     if not bool(torch.isfinite(y0).all()):
         raise FactoryError("the conditional model produced non-finite values; this is deterministic for this model, "
                            "input and seed, so a rerun gives the same result.")

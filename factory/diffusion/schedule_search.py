@@ -6,10 +6,12 @@ and SR3 and WaveGrad pick theirs by a search scored on held-out data. Candidates
 N-step linear beta schedules (``ScheduleKind.linear_exact``) from beta_1 = 1e-4 up to the
 beta_N that makes the last noise level gamma_N = prod(1 - beta) equal a target
 (``scipy.optimize.brentq``), for every N in ``steps`` and target in ``final_gammas``,
-each run with every sampler in ``samplers`` over all N levels. Defaults:
-N in {10, 25, 50, 100}, gamma_N in {1e-2, 1e-3, 1e-4} (all above the training floor
-4.4e-5; sqrt(gamma_N) = 0.1, 0.03, 0.01 of signal left in the start state, which the
-sampler takes as pure noise), samplers ancestral DDPM (SR3's) and DPM-Solver++(2M).
+each run with every sampler in ``samplers`` over all N levels, from the start state
+N(sqrt(gamma_N) m, (1 - gamma_N) I) around the mean target m (see
+:mod:`factory.diffusion.conditional`). Defaults: N in {10, 25, 50, 100} (SR3 samples with
+100), gamma_N in {1e-3, 1e-2, 0.1, 0.3} (above the training floor 4.4e-5; the larger ones
+start where the network's x0 is already better than the mean), samplers ancestral DDPM
+(SR3's) and DPM-Solver++(2M): 32 candidates.
 
 Score: one posterior sample per held-out frame (its own generator, the same for every
 candidate), localized (:func:`factory.localize.find_peaks`) and matched to the true
@@ -31,7 +33,7 @@ from factory import localize
 from factory.diffusion.conditional import ConditionalConfig
 from factory.diffusion.posterior import sample_kde
 from factory.diffusion.sampler_config import SamplerConfig, SamplerKind
-from factory.diffusion.schedule import ScheduleConfig, ScheduleKind
+from factory.diffusion.schedule import ScheduleConfig, ScheduleKind, alphas_cumprod
 from factory.diffusion.smlm_data import SmlmSource
 from factory.errors import FactoryError
 from factory.seeding import restore_generator
@@ -42,7 +44,7 @@ BETA_START = 1e-4  # beta_1 of every candidate: the last step removes 1e-4 of th
 @dataclass(frozen=True)
 class SearchConfig:
     steps: tuple[int, ...] = (10, 25, 50, 100)
-    final_gammas: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+    final_gammas: tuple[float, ...] = (1e-3, 1e-2, 0.1, 0.3)
     samplers: tuple[SamplerKind, ...] = (SamplerKind.ddpm, SamplerKind.dpmpp)
     frames: int = 32  # held-out frames scored (spread over the held-out source)
     threshold: float = 0.5  # detection threshold, fraction of an isolated emitter's peak
@@ -63,11 +65,12 @@ def linear_ending_at(steps: int, final_gamma: float, beta_start: float = BETA_ST
     return ScheduleConfig(ScheduleKind.linear_exact, steps, beta_start, float(brentq(excess, beta_start, 0.999, xtol=1e-12)))
 
 
-def _candidates(search: SearchConfig) -> list[tuple[ScheduleConfig, SamplerConfig, float]]:
+def _candidates(search: SearchConfig, floor: float) -> list[tuple[ScheduleConfig, SamplerConfig, float]]:
+    """Every reachable (schedule, sampler) pair whose last noise level stays inside the training range (>= ``floor``)."""
     out = []
     for n in search.steps:
         for gamma in search.final_gammas:
-            schedule = linear_ending_at(n, gamma)
+            schedule = linear_ending_at(n, gamma) if gamma >= floor else None
             if schedule is not None:
                 out += [(schedule, SamplerConfig(kind=kind, steps=n), gamma) for kind in search.samplers]
     return out
@@ -88,7 +91,8 @@ def search(model: torch.nn.Module, cfg: ConditionalConfig, holdout: SmlmSource, 
     tolerance = config.tolerance_nm or geometry.lr_pixel_nm / 2
     threshold = config.threshold * localize.isolated_peak(geometry.kde_sigma_px)
     rows, best, best_key = [], None, None
-    for schedule, sampler, gamma in _candidates(config):
+    floor = float(alphas_cumprod(cfg.train_schedule)[-1])  # gamma_T of training: 4.39e-5 for SR3's range
+    for schedule, sampler, gamma in _candidates(config, floor):
         t0 = time.perf_counter()
         kde = np.concatenate([
             sample_kde(model, cfg, frames[s:s + config.batch_size],

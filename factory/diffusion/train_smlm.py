@@ -28,7 +28,7 @@ from factory.diffusion.training import LoopConfig, state_path
 from factory.diffusion.unet import PRESETS
 from factory.errors import FactoryError
 
-SCALE_FRAMES = 64  # training frames whose photo-electrons set electrons_scale
+SCALE_FRAMES = 64  # training pairs whose photo-electrons set electrons_scale and whose KDEs set y0_mean
 
 
 @dataclass
@@ -86,13 +86,16 @@ def resolve(cfg: SmlmTrainConfig, train: SmlmSource) -> ConditionalConfig:
         raise FactoryError(f"--crop-lr must be between 1 and {min(frame.shape)} px with crop x {k} a multiple of "
                            f"{unet.size_multiple} (preset {cfg.preset}), got {crop}.")
     unet = replace(unet, image_size=side, attention_resolutions=tuple(r * side // unet.image_size for r in unet.attention_resolutions))
+    first = [_pair_arrays(train, i, k) for i in range(min(SCALE_FRAMES, len(train)))]  # checked: finite, shapes
     scale = cfg.electrons_scale
     if scale is None:
-        sample = np.stack([_pair_arrays(train, i, k)[0] for i in range(min(SCALE_FRAMES, len(train)))])
-        scale = float(np.percentile(sample, 99.9)) if np.percentile(sample, 99.9) > 0 else 1.0
+        p999 = float(np.percentile(np.stack([f for f, _ in first]), 99.9))
+        scale = p999 if p999 > 0 else 1.0
     if not (math.isfinite(scale) and scale > 0):
         raise FactoryError(f"--electrons-scale must be a positive number of photo-electrons, got {scale}.")
     model_cfg = ConditionalConfig(unet, geometry, scale)
+    y0_mean = float(np.mean([model_cfg.to_model(torch.from_numpy(kde)).mean() for _, kde in first]))
+    model_cfg = replace(model_cfg, y0_mean=y0_mean)
     model_cfg.check()
     return model_cfg
 

@@ -50,8 +50,8 @@ class LoopConfig:
                 raise FactoryError(f"--{name.replace('_', '-')} must be at least 1.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise FactoryError(f"--seed must be an integer >= 0, got {self.seed}.")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise FactoryError("--lr must be positive.")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise FactoryError(f"--lr must be positive and at most 1, got {self.lr}.")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise FactoryError(f"the weight decay must be >= 0, got {self.weight_decay}.")
         if not 0.0 <= self.ema_decay < 1.0:
