@@ -101,7 +101,7 @@ def test_k_samples_of_one_frame_differ_and_a_frame_does_not_depend_on_its_neighb
     ("k0", "--samples must be at least 1, got 0"),
     ("seed", "--seed must be an integer >= 0"),
     ("exists", "already exists"),
-    ("four_d", "frames.tif"),
+    ("four_d", "expected a 2-D image or an (N, H, W) stack"),
     ("nan", "NaN or infinite"),
     ("pixel", "has 160 nm pixels but the model works on 100 nm"),
     ("camera_range", "is a range"),
