@@ -244,3 +244,25 @@ def test_kill_9_of_the_cli_then_rerun_equals_an_uninterrupted_run(r2, ray_local,
     np.testing.assert_array_equal(b.lr[:], a.lr[:])
     assert manifest_rows(b) == manifest_rows(a)
     assert pc.all(pc.equal(b.manifest(["sample_id"]).column(0), a.manifest(["sample_id"]).column(0))).as_py()
+
+
+def test_a_deterministic_failure_does_not_say_rerun_to_retry(ray_local, tmp_path):
+    """A model whose finite weights overflow to NaN fails the same way every time: the sentence says so."""
+    import torch
+
+    from factory.diffusion import checkpoint
+    from factory.diffusion.checkpoint import ModelConfig
+    from factory.diffusion.schedule import ScheduleConfig
+    from factory.diffusion.unet import PRESETS, UNet
+
+    net = UNet(PRESETS["tiny"])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(1e30)  # finite, so the checkpoint loads; the activations overflow to inf and NaN
+    model = tmp_path / "overflow.safetensors"
+    checkpoint.save(model, net, ModelConfig(PRESETS["tiny"], ScheduleConfig(num_timesteps=50), 20.0))
+    result = generate(GenerateConfig(n=2, out=tmp_path / "o.zarr", model=str(model), sampler=SAMPLER, batch_size=2,
+                                     shard_size=2, seed=0, hr_size=16), ClusterConfig(workers=1))
+    assert result.status == "incomplete" and list(result.failed_shards) == [0]
+    sentence = result.failure_sentence()
+    assert "non-finite images" in sentence and "deterministic" in sentence and "retry" not in sentence

@@ -60,6 +60,7 @@ class RunResult:
     workers: int = 0
     status: str = "complete"  # complete | already complete | incomplete
     failed_shards: dict[int, str] = field(default_factory=dict)  # shard -> first line of its error
+    deterministic: set[int] = field(default_factory=set)  # failed shards whose error is a FactoryError: a rerun fails again
     retried: int = 0  # shard re-queues after actor/node loss
     stored_bytes: int = 0
 
@@ -71,9 +72,11 @@ class RunResult:
         ids = sorted(self.failed_shards)
         first = self.failed_shards[ids[0]]
         listed = ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
-        return (f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; "
-                f"first error: {first}); every other shard is committed and {self.store} stays resumable: "
-                f"rerun the same command to retry them.")
+        head = f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; first error: {first})"
+        if set(ids) <= self.deterministic:  # e.g. a model that makes NaN: the same inputs fail the same way
+            return (f"{head}; the failure is deterministic, so rerunning with the same settings fails again; "
+                    f"every other shard is committed and {self.store} stays resumable once the cause is fixed.")
+        return f"{head}; every other shard is committed and {self.store} stays resumable: rerun the same command to retry them."
 
 
 def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
@@ -268,6 +271,8 @@ def _run(store_path: Path, spec: RunSpec, todo: list[int], cluster: ClusterConfi
                         result.retried += 1
                 except ray.exceptions.RayError as exc:
                     result.failed_shards[k] = _first_line(exc)
+                    if isinstance(getattr(exc, "cause", None), FactoryError):
+                        result.deterministic.add(k)
             report()
     finally:
         for w in actors:
