@@ -1,7 +1,7 @@
 """Conditional restore: frames/s at K = 1 and K = 8, steps vs localization quality, memory.
 
-    python benchmarks/restore.py                      # ~6 min on 2 quiet cores
-    python benchmarks/restore.py --train-steps 300    # faster, worse model
+    python benchmarks/restore.py                      # ~10 min on one quiet core
+    python benchmarks/restore.py --train-steps 0      # speed and memory only
 
 1. Speed (weights do not matter for it): the ``small`` preset (3.3 M parameters, 2 input
    channels) on 16x16 camera frames at 100 nm -> 64x64 HR at 25 nm, 50 ancestral steps:
@@ -28,6 +28,7 @@ from factory.diffusion.conditional import ConditionalConfig
 from factory.diffusion.kinds import ModelKind
 from factory.diffusion.restore import RestoreConfig, restore
 from factory.diffusion.sampler_config import SamplerConfig, SamplerKind
+from factory.diffusion.schedule import alphas_cumprod
 from factory.diffusion.smlm_data import GaussianSpots, SmlmGeometry
 from factory.diffusion.train_smlm import SmlmTrainConfig, train_smlm
 from factory.diffusion.unet import PRESETS
@@ -68,8 +69,9 @@ def quality(train_steps: int) -> None:
         t0 = time.perf_counter()
         path = train_smlm(cfg, GaussianSpots(2000, 0, geometry, **kw), GaussianSpots(64, 1, geometry, **kw))
         ck = checkpoint.load(path, kind=ModelKind.sr3)
+    gamma_n = float(alphas_cumprod(ck.config.inference)[-1])
     print(f"tiny model, {train_steps} steps + search: {time.perf_counter() - t0:.0f} s; chosen "
-          f"{ck.config.sampler.kind.value} x {ck.config.sampler.steps}, gamma_N {ck.config.inference.beta_end:.3g} (beta_N)")
+          f"{ck.config.sampler.kind.value} x {ck.config.sampler.steps}, gamma_N {gamma_n:.3g}")
     print("| sampler | steps | gamma_N | RMSE nm | Jaccard | efficiency | s / 32 frames |")
     print("|---|---|---|---|---|---|---|")
     for r in sorted(ck.card["schedule_search"], key=lambda r: (r["sampler"], r["steps"], r["final_gamma"])):
@@ -81,12 +83,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--train-steps", type=int, default=1500)
+    ap.add_argument("--train-steps", type=int, default=1500, help="0: skip the quality part")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as the Ray actors run; stable on a shared machine)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     speed(args.frames, args.steps)
     print(f"peak RSS after speed: {peak_rss_mib():.0f} MiB")
-    quality(args.train_steps)
-    print(f"peak RSS: {peak_rss_mib():.0f} MiB")
+    if args.train_steps:
+        quality(args.train_steps)
+        print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":
