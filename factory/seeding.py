@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-_DIFFUSION, _DEGRADATION, _STRUCTURE = 0, 1, 2
+_DIFFUSION, _DEGRADATION, _STRUCTURE, _RESTORE = 0, 1, 2, 3
 
 
 def _child(run_seed: int, sample_id: int, role: int) -> np.random.SeedSequence:
@@ -41,3 +41,12 @@ def degradation_rng(run_seed: int, sample_id: int) -> np.random.Generator:
 def structure_rng(run_seed: int, sample_id: int) -> np.random.Generator:
     """numpy generator for sample i's structure when it is not sampled by a DDPM (simulate, images)."""
     return np.random.default_rng(_child(run_seed, sample_id, _STRUCTURE))
+
+
+def restore_generator(run_seed: int, frame: int, sample: int) -> torch.Generator:
+    """CPU torch generator for posterior sample k of frame f in ``factory restore`` (and the schedule search):
+    its own stream per (seed, frame, k), so a frame's samples never depend on K, the batch or other frames."""
+    import torch
+
+    seq = np.random.SeedSequence(run_seed, spawn_key=(int(frame), _RESTORE, int(sample)))
+    return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))

@@ -169,3 +169,19 @@ def s3():
             else:
                 os.environ[k] = v
         server.stop()
+SPOTS_GEOMETRY = dict(lr_pixel_nm=100.0, hr_pixel_nm=25.0, kde_sigma_nm=25.0, psf_sigma_nm=110.0)  # upscale 4, KDE sigma 1 HR px
+
+
+@pytest.fixture(scope="session")
+def tiny_sr3(tmp_path_factory) -> Path:
+    """A 'tiny'-preset conditional (SR3-style) checkpoint trained for 6 steps on 8x8 px frames of Gaussian spots
+    (100 nm camera pixels -> 32x32 HR at 25 nm), with a 4-candidate schedule search on 4 held-out frames."""
+    from factory.diffusion.schedule_search import SearchConfig
+    from factory.diffusion.smlm_data import GaussianSpots, SmlmGeometry
+    from factory.diffusion.train_smlm import SmlmTrainConfig, train_smlm
+
+    geometry = SmlmGeometry(**SPOTS_GEOMETRY)
+    cfg = SmlmTrainConfig(out=str(tmp_path_factory.mktemp("tiny_sr3") / "sr3.safetensors"), preset="tiny", steps=6,
+                          batch_size=4, checkpoint_every=3, seed=0,
+                          search=SearchConfig(steps=(4, 8), final_gammas=(1e-2, 1e-3), frames=4))
+    return train_smlm(cfg, GaussianSpots(32, 0, geometry), GaussianSpots(4, 1, geometry))

@@ -130,3 +130,62 @@ def test_loading_executes_no_code(container, tmp_path):
     with pytest.raises(FactoryError, match="corrupt or truncated"):
         checkpoint.load(path)
     assert not marker.exists()
+
+
+def _crafted(path, config: dict, tensors: dict | None = None) -> None:
+    safetensors.torch.save_file(tensors or {"weight": torch.ones(4)}, str(path),
+                                metadata={"format": checkpoint.FORMAT, "format_version": "1",
+                                          "model": json.dumps(config), "card": "{}"})
+
+
+def test_non_finite_weights_are_refused_on_load(tmp_path):
+    net = random_unet(3)
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[5] = float("nan")
+    checkpoint.save(tmp_path / "nan.safetensors", net, CONFIG)
+    with pytest.raises(FactoryError, match=r"1 weight tensor\(s\) hold NaN or infinite values") as err:
+        checkpoint.load(tmp_path / "nan.safetensors")
+    assert "\n" not in str(err.value) and "rerun" not in str(err.value)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"unet": {"base_channels": 10_000_000}}, "base_channels must be an integer in 1..4096, got 10000000"),
+    ({"unet": {"base_channels": 4096, "channel_mult": [64, 64]}}, "parameters, more than the 200,000,000"),
+    ({"unet": {"num_heads": 3}}, "num_heads=3 does not divide"),
+    ({"schedule": {"num_timesteps": 10**9}}, "num_timesteps must be an integer in 1..100000"),
+    ({"hr_pixel_nm": 0.0}, "HR pixel size must be a positive number of nm, got 0.0"),
+    ({"hr_pixel_nm": -20.0}, "HR pixel size must be a positive number of nm, got -20.0"),
+])
+def test_crafted_configs_are_refused_in_one_sentence_before_allocating(tmp_path, change, words):
+    import time
+
+    d = CONFIG.to_dict()
+    for key, value in change.items():
+        d[key] = {**d[key], **value} if isinstance(value, dict) else value
+    path = tmp_path / "crafted.safetensors"
+    _crafted(path, d)
+    t0 = time.perf_counter()
+    with pytest.raises(FactoryError, match=words) as err:
+        checkpoint.load(path)
+    assert time.perf_counter() - t0 < 5  # refused from the numbers, not after trying to build the network
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(path))
+
+
+def test_cli_sample_refuses_a_checkpoint_with_pixel_size_zero(tmp_path):
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    d = CONFIG.to_dict()
+    d["hr_pixel_nm"] = 0.0
+    path = tmp_path / "zero.safetensors"
+    _crafted(path, d, {k: v.contiguous() for k, v in random_unet(0).state_dict().items()})
+    r = CliRunner().invoke(app, ["sample", "--model", str(path), "--n", "1", "--steps", "2", "--out", str(tmp_path / "s.tif")])
+    assert r.exit_code == 2 and "HR pixel size must be a positive" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "s.tif").exists()
+
+
+def test_the_shipped_model_still_loads():
+    ck = checkpoint.load("default")
+    assert ck.kind.value == "factory-ddpm" and ck.config.hr_pixel_nm > 0 and ck.config.x0_prior is not None

@@ -364,3 +364,25 @@ def test_a_full_disk_is_one_sentence_and_the_store_stays_resumable(tiny_model, t
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "no space left on the device" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_deterministic_failure_does_not_say_rerun_to_retry(ray_local, tmp_path):
+    """A model whose finite weights overflow to NaN fails the same way every time: the sentence says so."""
+    import torch
+
+    from factory.diffusion import checkpoint
+    from factory.diffusion.checkpoint import ModelConfig
+    from factory.diffusion.schedule import ScheduleConfig
+    from factory.diffusion.unet import PRESETS, UNet
+
+    net = UNet(PRESETS["tiny"])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(1e30)  # finite, so the checkpoint loads; the activations overflow to inf and NaN
+    model = tmp_path / "overflow.safetensors"
+    checkpoint.save(model, net, ModelConfig(PRESETS["tiny"], ScheduleConfig(num_timesteps=50), 20.0))
+    result = generate(GenerateConfig(n=2, out=tmp_path / "o.zarr", structure=StructureConfig(model=str(model), sampler=SAMPLER),
+                                     batch_size=2, shard_size=2, seed=0, hr_size=16), ClusterConfig(workers=1))
+    assert result.status == "incomplete" and list(result.failed_shards) == [0]
+    sentence = result.failure_sentence()
+    assert "non-finite images" in sentence and "deterministic" in sentence and "retry" not in sentence

@@ -154,3 +154,32 @@ def test_per_sample_noise_is_batch_invariant(tiny_model, kind, eta):
     assert np.array_equal(batch, sample_images(ckpt, ids, run_seed=5, cfg=cfg))  # same call -> same bits
     assert np.abs(batch - sample_images(ckpt, ids, run_seed=6, cfg=cfg)).max() > 0.01  # the seed matters
     assert np.abs(batch[0] - batch[1]).max() > 0.01  # samples differ from each other
+
+
+@pytest.mark.parametrize("kind", list(SamplerKind))
+def test_the_table_dispatch_equals_calling_the_sampler(kind):
+    from factory.diffusion.samplers import SAMPLERS, run_sampler
+
+    abar = alphas_cumprod(ScheduleConfig(num_timesteps=50))
+    den = EpsDenoiser(fixed_eps, abar, clip_x0=False)
+    ts = timesteps(50, 8)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    eta = 0.7 if kind is SamplerKind.ddim else 0.0
+
+    def noise_from(seed):
+        g = torch.Generator().manual_seed(seed)
+        return lambda: torch.randn(2, 1, 8, 8, generator=g)
+
+    direct = SAMPLERS[kind](den, x, ts, abar, noise_from(1), eta=eta)
+    via_table = run_sampler(SamplerConfig(kind=kind, steps=8, eta=eta), den, x, ts, abar, noise_from(1))
+    assert torch.equal(direct, via_table)
+
+
+def test_samplers_refuse_an_eta_they_cannot_use():
+    abar = alphas_cumprod(ScheduleConfig(num_timesteps=50))
+    den = EpsDenoiser(fixed_eps, abar)
+    x = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+        sample_ddim(den, x, timesteps(50, 4), abar, lambda: x, eta=2.0)
+    with pytest.raises(ValueError, match="takes no eta"):
+        sample_dpmpp_2m(den, x, timesteps(50, 4), abar, eta=0.5)

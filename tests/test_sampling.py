@@ -132,3 +132,42 @@ def test_cli_bad_input_is_one_sentence(case, words, tiny_model, bad_checkpoints,
     assert words in r.output and "Traceback" not in r.output
     assert r.output.strip().startswith("error:") and r.output.count("error:") == 1
     assert out.read_bytes() == b"keep me" if case == "exists" else not out.exists()
+
+
+def test_eta_is_bounded_by_the_ddim_variance_formula():
+    SamplerConfig(kind=SamplerKind.ddim, eta=1.0).validate(50)
+    for eta in (1.5, 2.0, float("nan"), float("inf")):
+        with pytest.raises(FactoryError, match="--eta must be between 0 and 1"):
+            SamplerConfig(kind=SamplerKind.ddim, eta=eta).validate(50)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--sampler", "ddim", "--eta", "2"], "--eta must be between 0 and 1"),
+])
+def test_cli_sample_refuses_a_negative_seed_and_eta_above_one(tiny_model, tmp_path, args, words):
+    out = tmp_path / "s.tif"
+    r = sample("--model", str(tiny_model), "--n", "1", "--steps", "2", "--out", str(out), *args)
+    assert r.exit_code == 2 and words in r.output and r.output.strip().startswith("error:"), r.output
+    assert not out.exists()
+
+
+def test_the_size_message_names_the_option_the_user_typed(tiny_model, tmp_path):
+    from factory.pipeline.plan import resolve
+    from factory.pipeline.spec import GenerateConfig
+    from factory.structures import StructureConfig
+
+    with pytest.raises(FactoryError, match=r"^--hr-size must be a positive multiple of 2 px for this model, got 15\.$"):
+        resolve(GenerateConfig(n=1, out=tmp_path / "s.zarr", structure=StructureConfig(model=str(tiny_model)), hr_size=15))
+    r = sample("--model", str(tiny_model), "--n", "1", "--steps", "2", "--size", "15", "--out", str(tmp_path / "s.tif"))
+    assert r.exit_code == 2 and "--size must be a positive multiple" in r.output and "--hr-size" not in r.output
+
+
+def test_generate_refuses_eta_above_one(tiny_model, tmp_path):
+    from factory.pipeline.plan import resolve
+    from factory.pipeline.spec import GenerateConfig
+    from factory.structures import StructureConfig
+
+    with pytest.raises(FactoryError, match="--eta must be between 0 and 1"):
+        resolve(GenerateConfig(n=1, out=tmp_path / "s.zarr",
+                               structure=StructureConfig(model=str(tiny_model), sampler={"kind": "ddim", "steps": 4, "eta": 2.0})))

@@ -136,3 +136,50 @@ def test_trains_on_a_localization_table(tmp_path):
     out = train(_cfg(tmp_path / "locs.csv", tmp_path / "m.safetensors", hr_pixel_nm=20.0, steps=2))
     ck = checkpoint.load(out)
     assert ck.config.hr_pixel_nm == 20.0 and ck.card["training_images"] == ["locs.csv"]
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf])
+def test_non_finite_training_images_are_refused_before_training(tmp_path, fill):
+    bad = tmp_path / "bad.tif"
+    img = np.full((64, 64), fill, np.float32) if np.isnan(fill) else np.ones((64, 64), np.float32)
+    img[3, 4] = fill
+    images.write_tiff(bad, img, pixel_nm=10.0)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(FactoryError, match="NaN or infinite; training needs finite images"):
+        train(_cfg(bad, out))
+    assert not out.exists() and not state_path(out).exists()
+
+
+def test_a_non_finite_loss_stops_training_and_leaves_the_weights(train_tif, tmp_path):
+    from factory.diffusion.training import LoopConfig, TrainingState, train_step
+    from factory.diffusion.unet import PRESETS, UNet
+
+    loop = LoopConfig(steps=5, batch_size=2, seed=0)
+    state = TrainingState(lambda: UNet(PRESETS["tiny"]), loop, torch.device("cpu"))
+    before = {k: v.clone() for k, v in state.net.state_dict().items()}
+    good = lambda net, gen: (net(torch.randn(2, 1, 16, 16, generator=gen), torch.zeros(2)) - 1).square().mean()  # noqa: E731
+    train_step(state, good, loop, torch.device("cpu"))
+    assert state.step == 1
+    after_one = {k: v.clone() for k, v in state.net.state_dict().items()}
+    assert any(not torch.equal(before[k], after_one[k]) for k in before)
+    nan = lambda net, gen: good(net, gen) * float("nan")  # noqa: E731
+    with pytest.raises(FactoryError, match="training stopped at step 2: the loss is nan") as err:
+        train_step(state, nan, loop, torch.device("cpu"))
+    assert "rerun" not in str(err.value)
+    assert state.step == 1 and all(torch.equal(after_one[k], v) for k, v in state.net.state_dict().items())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--hr-pixel-nm", "0"], "--hr-pixel-nm must be a positive number of nm, got 0.0"),
+    (["--data-pixel-nm", "0"], "--data-pixel-nm must be a positive number of nm, got 0.0"),
+    (["--data-pixel-nm", "-5"], "--data-pixel-nm must be a positive number of nm"),
+    (["--max-minutes", "-1"], "--max-minutes must be a positive number of minutes, got -1.0"),
+    (["--lr", "1e38"], "--lr must be positive and at most 1"),
+    (["--seed", "-1"], "--seed must be an integer >= 0"),
+])
+def test_cli_train_refuses_impossible_numbers_in_one_sentence(train_tif, tmp_path, args, words):
+    out = tmp_path / "m.safetensors"
+    r = runner.invoke(app, ["train", "--data", str(train_tif), "--out", str(out), "--preset", "tiny", "--steps", "1", *args])
+    assert r.exit_code == 2, r.output
+    assert words in r.output and r.output.strip().startswith("error:") and "Traceback" not in r.output
+    assert not out.exists()

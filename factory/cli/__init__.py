@@ -13,6 +13,8 @@ from factory.cli import crlb_cmd  # noqa: F401,E402
 from factory.cli import evaluate_cmd  # noqa: F401,E402
 from factory.cli import calibrate_cmd  # noqa: F401,E402
 from factory.cli import care_cmd  # noqa: F401,E402
+from factory.cli import train_smlm_cmd  # noqa: F401,E402
+from factory.cli import restore_cmd  # noqa: F401,E402
 
 
 def main() -> None:

@@ -1,18 +1,16 @@
 """``factory generate``: make N samples on Ray into a Zarr v3 + Parquet store (local folder or object storage)."""
 from __future__ import annotations
 
-import enum
 import time
 from pathlib import Path
 
 import typer
 
 from factory.cli.app import command, console
+from factory.diffusion.sampler_config import SamplerKind  # torch-free
 from factory.pipeline.spec import DEFAULT_STORE, Product
 from factory.structures.config import StructureKind
 
-# The values of factory.diffusion.sampling.SamplerKind (not imported here: it pulls in torch).
-SamplerName = enum.Enum("SamplerName", {k: k for k in ("dpmpp", "ddim", "ddpm")}, type=str)
 LOG_EVERY_S = 10.0  # progress line interval when stderr is not a terminal (a log file)
 
 
@@ -56,7 +54,7 @@ def generate_command(
     structure: StructureKind = typer.Option(StructureKind.ddpm, "--structure", help="Where the HR structures come from: ddpm (a diffusion model), simulate (the mathematical microtubule model) or images (random patches of --images)."),
     mode: Product = typer.Option(Product.pairs, "--mode", help="What is made of each structure: pairs (LR widefield frame + HR, for restoration/CARE) or smlm (SMLM frame stack, per-frame KDE targets and emitter table, for localization)."),
     model: str = typer.Option("default", "--model", help="ddpm: 'default' (the shipped model) or a checkpoint path (.safetensors); it reaches the workers through Ray's object store."),
-    sampler: SamplerName = typer.Option(SamplerName.dpmpp, "--sampler", help="ddpm: dpmpp (DPM-Solver++ 2M, 10-25 steps), ddim or ddpm (ancestral)."),
+    sampler: SamplerKind = typer.Option(SamplerKind.dpmpp, "--sampler", help="With --structure ddpm: " + SamplerKind.help()),
     steps: int = typer.Option(20, "--steps", min=1, help="ddpm: sampler steps = network evaluations per image (<= the model's T)."),
     eta: float = typer.Option(0.0, "--eta", min=0.0, max=1.0, help="ddpm with --sampler ddim: noise scale in [0, 1] (0 = deterministic, 1 = DDPM-like)."),
     images: list[str] = typer.Option(None, "--images", help="images: HR TIFF file or folder (repeat for several); each sample is a random crop in one of the 8 flips/rotations."),

@@ -7,16 +7,17 @@ from pathlib import Path
 import typer
 
 from factory.cli.app import check_output, command, console
+from factory.diffusion.sampler_config import SamplerConfig, SamplerKind
 
 
 @command("sample")
 def sample_command(
     model: str = typer.Option("default", "--model", help="Checkpoint: 'default' (the shipped model) or a .safetensors path."),
     n: int = typer.Option(16, "--n", help="Number of images to sample (ids 0..n-1)."),
-    sampler: str = typer.Option("dpmpp", "--sampler", help="ddpm (ancestral, slow), ddim (eta-controlled) or dpmpp (DPM-Solver++ 2M, 10-25 steps)."),
+    sampler: str = typer.Option(SamplerKind.dpmpp.value, "--sampler", help=SamplerKind.help()),
     steps: int = typer.Option(20, "--steps", help="Network evaluations per image, 1..T (T: the model's training timesteps, 2000 for the shipped model)."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale: 0 deterministic, 1 DDPM-like (ddim only)."),
-    seed: int = typer.Option(0, "--seed", help="Run seed; image i depends only on (seed, i), never on --batch-size."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in \\[0, 1]: 0 deterministic, 1 DDPM-like (ddim only)."),
+    seed: int = typer.Option(0, "--seed", help="Run seed (>= 0); image i depends only on (seed, i), never on --batch-size."),
     size: int = typer.Option(None, "--size", help="Image side in HR pixels, a multiple of the model's size multiple (default: the model's training patch side)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per network call (memory vs speed; does not change the images beyond float rounding)."),
     out: Path = typer.Option(Path("samples.tif"), "--out", help="Output TIFF: (N, H, W) float32 in [0, 1] (normalized density) with the model's HR pixel size in nm."),
@@ -31,9 +32,11 @@ def sample_command(
     from factory import images
     from factory.device import pick_device
     from factory.diffusion import checkpoint
-    from factory.diffusion.sampling import SamplerConfig, check_size, sample_images
+    from factory.diffusion.sampling import check_size, sample_images
     from factory.errors import FactoryError
 
+    if seed < 0:
+        raise FactoryError(f"--seed must be >= 0, got {seed}.")
     if n < 1:
         raise FactoryError(f"--n must be at least 1, got {n}.")
     if batch_size < 1:
@@ -43,7 +46,7 @@ def sample_command(
     dev = pick_device(device)
     ckpt = checkpoint.load(model, device=dev)
     cfg.validate(ckpt.config.schedule.num_timesteps)
-    side = check_size(ckpt, size)
+    side = check_size(ckpt, size, "--size")
 
     hr = np.empty((n, side, side), np.float32)
     progress = Progress(TextColumn(f"sample {cfg.kind.value} x{cfg.steps}"), BarColumn(),

@@ -18,76 +18,32 @@ mapped back by (x + 1) / 2 and clipped. The pixel size is the checkpoint's
 """
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from factory.diffusion.checkpoint import Checkpoint
-from factory.diffusion.samplers import EpsDenoiser, per_sample_noise, sample_ddim, sample_ddpm, sample_dpmpp_2m
-from factory.diffusion.schedule import Spacing, alphas_cumprod, timesteps
+from factory.diffusion.sampler_config import SamplerConfig, SamplerKind, Spacing  # noqa: F401  (re-exported for older callers)
+from factory.diffusion.samplers import EpsDenoiser, per_sample_noise, run_sampler
+from factory.diffusion.schedule import alphas_cumprod, timesteps
 from factory.errors import FactoryError
 from factory.seeding import diffusion_generator
 
-
-class SamplerKind(str, enum.Enum):
-    ddpm = "ddpm"  # ancestral, fixed large variance (Ho et al. 2020)
-    ddim = "ddim"  # Song et al. 2021, eta-controlled noise
-    dpmpp = "dpmpp"  # DPM-Solver++(2M), Lu et al. 2022
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Which sampler, how many network evaluations, and its few options.
-
-    ``eta`` applies to DDIM only (0 = deterministic ODE, 1 = DDPM-like posterior
-    noise). ``spacing``: which timesteps the ``steps`` evaluations visit; both
-    choices start at T-1. ``clip_x0`` clamps every x0 prediction to [-1, 1].
-    """
-
-    kind: SamplerKind = SamplerKind.dpmpp
-    steps: int = 20
-    eta: float = 0.0
-    spacing: Spacing = Spacing.trailing
-    clip_x0: bool = True
-
-    def __post_init__(self):  # accept the enum's string values; validate() reports anything else
-        for name, enum_type in (("kind", SamplerKind), ("spacing", Spacing)):
-            value = getattr(self, name)
-            if not isinstance(value, enum_type) and value in {e.value for e in enum_type}:
-                object.__setattr__(self, name, enum_type(value))
-
-    def validate(self, num_timesteps: int) -> None:
-        """Raise FactoryError (one sentence) unless this config can run on a T-step model."""
-        if not isinstance(self.kind, SamplerKind):
-            raise FactoryError(f"unknown sampler '{self.kind}'; choose one of {', '.join(k.value for k in SamplerKind)}.")
-        if self.spacing not in (Spacing.trailing, Spacing.linspace):
-            raise FactoryError(f"timestep spacing must be trailing or linspace (both start at t=T-1), got '{self.spacing}'.")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= num_timesteps:
-            raise FactoryError(f"--steps must be an integer between 1 and the model's T={num_timesteps}, got {self.steps}.")
-        if not self.eta >= 0:
-            raise FactoryError(f"--eta must be >= 0, got {self.eta}.")
-        if self.eta > 0 and self.kind is not SamplerKind.ddim:
-            raise FactoryError(f"--eta only applies to the ddim sampler; {self.kind.value} takes no eta.")
-
-    def to_dict(self) -> dict:
-        return {"kind": getattr(self.kind, "value", self.kind), "steps": self.steps, "eta": self.eta,
-                "spacing": getattr(self.spacing, "value", self.spacing), "clip_x0": self.clip_x0}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SamplerConfig":
-        return cls(kind=d["kind"], steps=int(d["steps"]), eta=float(d.get("eta", 0.0)),
-                   spacing=d.get("spacing", Spacing.trailing.value), clip_x0=bool(d.get("clip_x0", True)))
+MAX_SIDE_PX = 8192  # one (B, 1, S, S) state and the UNet's feature maps must fit in memory
 
 
 def check_size(ckpt: Checkpoint, size: int | None, option: str = "--size") -> int:
-    """The HR side to sample (default: the training patch side); FactoryError naming ``option`` unless a positive multiple."""
+    """The HR side to sample (default: the training patch side); FactoryError unless a positive multiple.
+
+    ``option`` is the name the user typed the size as (``--size`` in sample, ``--hr-size`` in generate).
+    """
     unet = ckpt.config.unet
     size = unet.image_size if size is None else size
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 or size % unet.size_multiple:
         raise FactoryError(f"{option} must be a positive multiple of {unet.size_multiple} px for this model, got {size}.")
+    if size > MAX_SIDE_PX:
+        raise FactoryError(f"{option} {size} px is larger than the {MAX_SIDE_PX} px this sampler handles in one piece.")
     return int(size)
 
 
@@ -119,11 +75,9 @@ def sample_images(ckpt: Checkpoint, sample_ids: Sequence[int], run_seed: int, cf
     ts = timesteps(T, cfg.steps, cfg.spacing)  # (steps,) int64, starts at T-1
     with torch.inference_mode():
         x = noise()  # (B, 1, S, S) x_T, the first draw of every sample's generator
-        if cfg.kind is SamplerKind.ddpm:
-            x0 = sample_ddpm(denoiser, x, ts, abar, noise)
-        elif cfg.kind is SamplerKind.ddim:
-            x0 = sample_ddim(denoiser, x, ts, abar, eta=cfg.eta, noise=noise)
-        else:
-            x0 = sample_dpmpp_2m(denoiser, x, ts, abar)
+        x0 = run_sampler(cfg, denoiser, x, ts, abar, noise)
+    if not bool(torch.isfinite(x0).all()):
+        raise FactoryError(f"{ckpt.path or 'the model'} produced non-finite images (samples {ids[0]}..{ids[-1]}); "
+                           f"this is deterministic for this model, sampler and seed, so a rerun gives the same result.")
     hr = ((x0.float().clamp(-1.0, 1.0) + 1.0) / 2.0)[:, 0]  # (B, S, S) in [0, 1]
     return hr.cpu().numpy()

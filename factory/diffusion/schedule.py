@@ -16,35 +16,38 @@ from dataclasses import dataclass
 
 import torch
 
+from factory.diffusion.sampler_config import Spacing  # noqa: F401  (re-exported: defined torch-free there)
+from factory.errors import FactoryError
+
+MAX_TIMESTEPS = 100_000
+
 
 class ScheduleKind(str, enum.Enum):
-    cosine = "cosine"
-    linear = "linear"
-
-
-class Spacing(str, enum.Enum):
-    """How a few-step sampler picks its timesteps from 0..T-1.
-
-    ``linspace`` and ``trailing`` both start at t = T-1, the noise level the
-    model was trained to denoise from pure noise. ``leading`` (the old DDIM
-    default) starts below it and is kept only for comparison.
-    """
-
-    linspace = "linspace"
-    trailing = "trailing"
-    leading = "leading"
+    cosine = "cosine"  # Nichol & Dhariwal 2021, eq. 17
+    linear = "linear"  # betas linear in t, given at T = 1000 scale and rescaled by 1000/T (improved-diffusion)
+    linear_exact = "linear_exact"  # betas = linspace(beta_start, beta_end, T) as given (SR3, WaveGrad)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     kind: ScheduleKind = ScheduleKind.cosine
     num_timesteps: int = 2000
-    beta_start: float = 1e-4  # linear schedule only, at T = 1000 scale
-    beta_end: float = 0.02  # linear schedule only, at T = 1000 scale
+    beta_start: float = 1e-4  # linear schedules only (``linear``: at T = 1000 scale)
+    beta_end: float = 0.02  # linear schedules only (``linear``: at T = 1000 scale)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind.value, "num_timesteps": self.num_timesteps,
                 "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+    def check(self) -> None:
+        """FactoryError unless T is a sane count (1..100000) and linear betas lie in (0, 1)."""
+        if isinstance(self.num_timesteps, bool) or not isinstance(self.num_timesteps, int) or not 1 <= self.num_timesteps <= MAX_TIMESTEPS:
+            raise FactoryError(f"the schedule's num_timesteps must be an integer in 1..{MAX_TIMESTEPS}, got {self.num_timesteps}.")
+        if self.kind is not ScheduleKind.cosine:
+            scale = 1000.0 / self.num_timesteps if self.kind is ScheduleKind.linear else 1.0
+            lo, hi = scale * self.beta_start, scale * self.beta_end
+            if not (0.0 < lo < 1.0 and 0.0 < hi < 1.0):
+                raise FactoryError(f"the schedule's betas must lie in (0, 1), got {lo:g}..{hi:g}.")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScheduleConfig":
@@ -58,6 +61,8 @@ def betas_for(config: ScheduleConfig) -> torch.Tensor:
     if config.kind is ScheduleKind.linear:
         scale = 1000.0 / T  # improved-diffusion: keeps the schedule shape for any T
         return torch.linspace(scale * config.beta_start, scale * config.beta_end, T, dtype=torch.float64)
+    if config.kind is ScheduleKind.linear_exact:
+        return torch.linspace(config.beta_start, config.beta_end, T, dtype=torch.float64)
 
     def abar(u: float) -> float:  # u in [0, 1]
         return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2

@@ -2,28 +2,28 @@
 
 Patches with overlap and the 8 flips/rotations are cut once from the training
 images; each step draws a batch of patches, timesteps t ~ U{0..T-1} and noise
-from one seeded generator. AdamW, EMA weights, periodic checkpoints and a
-resumable training state (``<out>.state.pt``, loaded with ``weights_only=True``).
+from one seeded generator. This module resolves the config and the data
+(:func:`resolve`) and defines the loss (:func:`ddpm_loss`); AdamW, EMA weights,
+periodic checkpoints, the resumable training state (``<out>.state.pt``) and the
+stop at a non-finite loss are :mod:`factory.diffusion.training`'s, shared with
+the conditional model.
 """
 from __future__ import annotations
 
-import copy
-import json
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from factory import images
 from factory.render import load_training_image
-from factory.device import autocast, pick_device
-from factory.diffusion import checkpoint
+from factory.device import pick_device
+from factory.diffusion import checkpoint, training
 from factory.diffusion.samplers import EpsDenoiser
-from factory.diffusion.schedule import ScheduleConfig, Spacing, alphas_cumprod, timesteps
+from factory.diffusion.schedule import MAX_TIMESTEPS, ScheduleConfig, Spacing, alphas_cumprod, timesteps
+from factory.diffusion.training import LoopConfig, state_path  # noqa: F401  (state_path: re-exported for callers)
 from factory.diffusion.unet import PRESETS, UNet
 from factory.errors import FactoryError
 
@@ -51,6 +51,12 @@ class TrainConfig:
     bf16: bool = False
     card: dict = field(default_factory=dict)  # extra model-card fields (data attribution, ...)
 
+    @property
+    def loop(self) -> LoopConfig:
+        return LoopConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                          ema_decay=self.ema_decay, seed=self.seed, checkpoint_every=self.checkpoint_every,
+                          max_minutes=self.max_minutes, bf16=self.bf16)
+
 
 @dataclass
 class TrainingData:
@@ -67,6 +73,9 @@ def prepare_data(cfg: TrainConfig, patch: int) -> TrainingData:
     for path in images.find_training_files(cfg.data):
         # localization tables (.csv) are rendered straight at the HR pixel size
         stack = load_training_image(path, cfg.hr_pixel_nm or cfg.data_pixel_nm)
+        if not np.isfinite(stack.data).all():
+            bad = int(np.size(stack.data) - np.isfinite(stack.data).sum())
+            raise FactoryError(f"{path}: {bad} of {stack.data.size} pixel values are NaN or infinite; training needs finite images.")
         src_nm = stack.pixel_nm or cfg.data_pixel_nm
         hr_nm = cfg.hr_pixel_nm or src_nm
         if src_nm is None or hr_nm is None:
@@ -123,18 +132,19 @@ def calibrate_x0_prior(net: torch.nn.Module, schedule: ScheduleConfig, patches: 
     return checkpoint.X0Prior(mean=float(data_mean), below_abar=below)
 
 
-def state_path(out: Path) -> Path:
-    return out.with_name(out.name + ".state.pt")
-
-
-def train(cfg: TrainConfig, console=None) -> Path:
+def resolve(cfg: TrainConfig) -> tuple[checkpoint.ModelConfig, TrainingData]:
+    """The config resolver: check every setting (one sentence each), read the data, fix the model config."""
     if cfg.preset not in PRESETS:
         raise FactoryError(f"unknown preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}.")
-    for name in ("steps", "batch_size", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
-            raise FactoryError(f"--{name.replace('_', '-')} must be at least 1.")
-    if not cfg.lr > 0:
-        raise FactoryError("--lr must be positive.")
+    cfg.loop.check()
+    for name in ("hr_pixel_nm", "data_pixel_nm"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise FactoryError(f"--{name.replace('_', '-')} must be a positive number of nm, got {value}.")
+    if not 0.0 <= cfg.holdout_fraction <= 0.9:
+        raise FactoryError(f"--holdout-fraction must be in [0, 0.9], got {cfg.holdout_fraction}.")
+    if not 1 <= cfg.num_timesteps <= MAX_TIMESTEPS:
+        raise FactoryError(f"the number of timesteps must be in 1..{MAX_TIMESTEPS}, got {cfg.num_timesteps}.")
     unet_cfg = PRESETS[cfg.preset]
     patch = cfg.patch_size or unet_cfg.image_size
     if patch % unet_cfg.size_multiple:
@@ -142,89 +152,54 @@ def train(cfg: TrainConfig, console=None) -> Path:
     unet_cfg = type(unet_cfg)(**{**asdict(unet_cfg), "image_size": patch,
                                  "attention_resolutions": tuple(r * patch // unet_cfg.image_size for r in unet_cfg.attention_resolutions)})
     data = prepare_data(cfg, patch)
+    return checkpoint.ModelConfig(unet_cfg, ScheduleConfig(num_timesteps=cfg.num_timesteps), data.hr_pixel_nm), data
+
+
+def ddpm_loss(train_x: torch.Tensor, abar: torch.Tensor, batch_size: int, device: torch.device) -> training.LossFn:
+    """L_simple on a batch of ``batch_size`` patches of ``train_x`` (P, S, S): draws patch ids, t ~ U{0..T-1}
+    and eps from the generator, in that order."""
+    T = len(abar)
+
+    def loss(net: torch.nn.Module, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(train_x), (batch_size,), generator=gen)
+        x0 = train_x[idx][:, None].to(device, memory_format=torch.channels_last)  # (B, 1, S, S)
+        t = torch.randint(T, (batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        a = abar[t].to(device)[:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 1, S, S)
+        return torch.nn.functional.mse_loss(net(xt, t.to(device).float()).float(), noise)
+
+    return loss
+
+
+def train(cfg: TrainConfig, console=None) -> Path:
+    """Train (or resume) the unconditional DDPM; returns the checkpoint path."""
+    model_cfg, data = resolve(cfg)
     out = Path(cfg.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FactoryError(f"cannot create {out.parent}: {exc.strerror}.") from None
     device = pick_device(cfg.device)
-    model_cfg = checkpoint.ModelConfig(unet_cfg, ScheduleConfig(num_timesteps=cfg.num_timesteps), data.hr_pixel_nm)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        net = UNet(unet_cfg)
-    net.to(device).to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, wall_s = 0, 0.0
-    state_path_ = state_path(out)
-    if state_path_.exists():
-        try:
-            state = torch.load(state_path_, map_location="cpu", weights_only=True)
-        except Exception:
-            raise FactoryError(f"{state_path_}: corrupt training state; delete it to start over.") from None
-        if json.loads(state["model_config"]) != json.loads(json.dumps(model_cfg.to_dict())):
-            raise FactoryError(f"{state_path_}: was made with another model config; delete it or choose another --out.")
-        net.load_state_dict(state["net"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, wall_s = int(state["step"]), float(state["wall_s"])
-    if step >= cfg.steps:
+    loop = cfg.loop
+    state = training.TrainingState(lambda: UNet(model_cfg.unet), loop, device)
+    state.resume(state_path(out), model_cfg.to_dict())
+    if state.step >= cfg.steps:
         return out
 
     abar = alphas_cumprod(model_cfg.schedule).float()  # (T,)
-    train_x = torch.from_numpy(data.train)  # (P, S, S)
     data_mean = float(data.train.mean())
     calibration_patches = data.holdout if len(data.holdout) else data.train  # no held-out strip: training patches
-    card = {**cfg.card, "preset": cfg.preset, "patch_size": patch, "hr_pixel_nm": data.hr_pixel_nm,
+    card = {**cfg.card, "preset": cfg.preset, "patch_size": model_cfg.unet.image_size, "hr_pixel_nm": data.hr_pixel_nm,
             "training_images": data.sources, "train_patches": len(data.train), "holdout_patches": len(data.holdout),
             "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay, "seed": cfg.seed,
             "holdout": f"right {cfg.holdout_fraction:.0%} of every image", "device": str(device)}
 
-    def save(final: bool) -> None:
-        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "gen": gen.get_state(), "step": step, "wall_s": wall_s,
-                    "model_config": json.dumps(model_cfg.to_dict())}, state_path_.with_suffix(".tmp"))
-        state_path_.with_suffix(".tmp").replace(state_path_)
+    def write_checkpoint(ema: torch.nn.Module, final: bool) -> None:
         prior = calibrate_x0_prior(ema, model_cfg.schedule, calibration_patches, data_mean)
         checkpoint.save(out, ema, replace(model_cfg, x0_prior=prior),
-                        {**card, "steps": step, "train_wall_s": round(wall_s, 1), "final": final})
+                        {**card, "steps": state.step, "train_wall_s": round(state.wall_s, 1), "final": final})
 
-    t_start, loss_avg = time.time() - wall_s, float("nan")
-    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                        TextColumn("{task.fields[rate]:.2f} steps/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, transient=False)
-    session_t0, session_step0 = time.time(), step
-    with progress:
-        task = progress.add_task("train", total=cfg.steps, completed=step, loss=loss_avg, rate=0.0)
-        while step < cfg.steps:
-            idx = torch.randint(len(train_x), (cfg.batch_size,), generator=gen)
-            x0 = train_x[idx][:, None].to(device, memory_format=torch.channels_last)  # (B, 1, S, S)
-            t = torch.randint(cfg.num_timesteps, (cfg.batch_size,), generator=gen)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            a = abar[t].to(device)[:, None, None, None]
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 1, S, S)
-            with autocast(device, cfg.bf16):
-                loss = torch.nn.functional.mse_loss(net(xt, t.to(device).float()).float(), noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(p, 1 - decay)
-            loss_avg = loss.item() if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * loss.item()
-            wall_s = time.time() - t_start
-            progress.update(task, completed=step, loss=loss_avg,
-                            rate=(step - session_step0) / max(time.time() - session_t0, 1e-9))
-            out_of_time = cfg.max_minutes is not None and (time.time() - session_t0) > 60 * cfg.max_minutes
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-                save(final=step == cfg.steps)
-                if not progress.console.is_terminal:  # a log file gets one line per checkpoint
-                    progress.console.print(f"step {step}/{cfg.steps} loss {loss_avg:.4f} wall {wall_s:.0f} s")
-            if out_of_time:
-                break
+    loss = ddpm_loss(torch.from_numpy(data.train), abar, cfg.batch_size, device)
+    training.run(state, loop, loss, device, out, model_cfg.to_dict(), write_checkpoint, console)
     return out

@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from factory.errors import FactoryError
+
+MAX_PARAMETERS = 200_000_000  # 0.8 GB of float32 weights: 22x the "paper" preset (8.9 M)
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -35,6 +39,31 @@ class UNetConfig:
                    num_res_blocks=int(d["num_res_blocks"]),
                    attention_resolutions=tuple(int(r) for r in d["attention_resolutions"]),
                    num_heads=int(d["num_heads"]), dropout=float(d["dropout"]))
+
+    def check(self, in_channels: int = 1) -> None:
+        """FactoryError (one sentence) unless every field is sane and the network has at most
+        ``MAX_PARAMETERS`` weights, counted without allocating any (torch's ``meta`` device).
+
+        A crafted checkpoint (``base_channels=1e7``) is refused here instead of failing
+        in an allocation of terabytes.
+        """
+        ints = {"image_size": (self.image_size, 1, 8192), "base_channels": (self.base_channels, 1, 4096),
+                "num_res_blocks": (self.num_res_blocks, 1, 16), "num_heads": (self.num_heads, 1, 64),
+                "levels": (len(self.channel_mult), 1, 10)}
+        ints.update({f"channel_mult[{i}]": (m, 1, 64) for i, m in enumerate(self.channel_mult)})
+        for name, (value, lo, hi) in ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise FactoryError(f"the UNet config's {name} must be an integer in {lo}..{hi}, got {value!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FactoryError(f"the UNet config's dropout must be in [0, 1), got {self.dropout}.")
+        if self.base_channels % 2:
+            raise FactoryError(f"the UNet config's base_channels must be even (sin/cos embedding halves), got {self.base_channels}.")
+        if any(self.base_channels * m % self.num_heads for m in self.channel_mult):
+            raise FactoryError(f"the UNet config's num_heads={self.num_heads} does not divide every level's channels.")
+        with torch.device("meta"):
+            n = count_parameters(UNet(self, in_channels))
+        if n > MAX_PARAMETERS:
+            raise FactoryError(f"the UNet config describes {n:,} parameters, more than the {MAX_PARAMETERS:,} this factory loads.")
 
     @property
     def size_multiple(self) -> int:
@@ -112,15 +141,19 @@ class AttentionBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): (B, 1, H, W), (B,) -> (B, 1, H, W)."""
+    """eps_theta(x_t, t): (B, in_channels, H, W), (B,) -> (B, 1, H, W).
 
-    def __init__(self, config: UNetConfig):
+    ``in_channels`` is 1 for the unconditional DDPM; a conditional model stacks its
+    condition behind x_t (:class:`factory.diffusion.conditional.ConditionalUNet`: 2).
+    """
+
+    def __init__(self, config: UNetConfig, in_channels: int = 1):
         super().__init__()
         self.config = config
         c0 = config.base_channels
         emb_dim = 4 * c0
         self.time_embed = nn.Sequential(nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.input_conv = nn.Conv2d(1, c0, 3, padding=1)
+        self.input_conv = nn.Conv2d(in_channels, c0, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, ch, side = [c0], c0, config.image_size

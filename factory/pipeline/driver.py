@@ -69,7 +69,7 @@ class RunResult:
     workers: int = 0  # most actors alive at once
     status: str = "complete"  # complete | already complete | incomplete
     failed_shards: dict[int, str] = field(default_factory=dict)  # shard -> first line of its error
-    deterministic: set[int] = field(default_factory=set)  # failed shards that will fail the same way again
+    deterministic: set[int] = field(default_factory=set)  # failed shards whose error is a FactoryError: a rerun fails again
     retried: int = 0  # shard re-queues after actor/node loss
     stored_bytes: int = 0
     shards_by_node: Counter = field(default_factory=Counter)  # Ray node id -> shards committed from its actors
@@ -83,10 +83,11 @@ class RunResult:
         ids = sorted(self.failed_shards)
         first = self.failed_shards[ids[0]]
         listed = ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
-        head = f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; first error: {first}); "
-        if self.deterministic >= set(ids):
-            return head + "they fail the same way every time: fix the cause above, then rerun the same command."
-        return head + f"every other shard is committed and {self.store} stays resumable: rerun the same command to retry them."
+        head = f"{len(ids)} shard(s) failed and were not committed (shard ids {listed}; first error: {first})"
+        if set(ids) <= self.deterministic:  # e.g. a model that makes NaN: the same inputs fail the same way
+            return (f"{head}; the failure is deterministic, so rerunning with the same settings fails again; "
+                    f"every other shard is committed and {self.store} stays resumable once the cause is fixed.")
+        return f"{head}; every other shard is committed and {self.store} stays resumable: rerun the same command to retry them."
 
 
 def generate(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
