@@ -188,3 +188,33 @@ def test_exports_for_localization_tools_and_the_preview(made, tmp_path):
     img = np.asarray(Image.open(tmp_path / "p.png").convert("RGB")).astype(int)
     red = (img[..., 0] > 200) & (img[..., 1] < 120) & (img[..., 2] < 120)  # the circles around true emitters
     assert red.sum() > 20 and img.shape[1] >= 3 * 3 * 160
+
+
+def test_train_smlm_streams_the_store_and_restore_localizes_its_frames(made, tmp_path):
+    """The conditional model trains on the store's (frame, KDE) pairs and restores an exported frame stack."""
+    import csv
+
+    from factory.diffusion.smlm_data import store_source
+
+    d, _ = made
+    train, held = store_source(str(d / "a.zarr")), store_source(str(d / "a.zarr"), holdout=True)
+    assert len(train) == 4 * 6 and len(held) == 2 * 6 and train.geometry.upscale == 4
+    pair = train[7]  # sample 1, frame 1
+    store = Store.open(d / "a.zarr")
+    np.testing.assert_array_equal(pair.kde, store.read_shard("kde", 0)[1, 1])
+    rows = query.run(store, "SELECT x_nm, y_nm FROM emitters WHERE sample_id = 1 AND frame = 1")
+    assert len(pair.emitters_nm) == rows.num_rows
+    model = tmp_path / "m.safetensors"
+    r = runner.invoke(app, ["train-smlm", "--store", str(d / "a.zarr"), "--out", str(model), "--preset", "tiny",
+                            "--steps", "4", "--batch-size", "4", "--checkpoint-every", "4", "--device", "cpu"])
+    assert r.exit_code == 0 and model.exists(), r.output
+    r = runner.invoke(app, ["export", str(d / "a.zarr"), "--format", "thunderstorm", "--out", str(tmp_path / "ts"),
+                            "--where", "sample_id = 5"])
+    assert r.exit_code == 0
+    out = tmp_path / "restored.tif"
+    r = runner.invoke(app, ["restore", str(tmp_path / "ts" / "000005.tif"), "--model", str(model), "--samples", "2",
+                            "--out", str(out), "--offset-adu", "100", "--gain-e-per-adu", "0.5", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert out.exists() and (tmp_path / "restored_std.tif").exists()
+    header = next(csv.reader(open(tmp_path / "restored.csv")))
+    assert header[:4] == ["id", "frame", "x [nm]", "y [nm]"]

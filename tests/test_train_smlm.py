@@ -113,7 +113,7 @@ def test_gaussian_spots_are_deterministic_and_their_kde_counts_emitters():
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--store", "s.zarr"], "smlm store product is not available yet"),
+    (["--store", "s.zarr"], "no such store"),
     (["--store", "s.zarr", "--max-minutes", "-1"], "--max-minutes must be a positive number"),
     (["--store", "s.zarr", "--steps", "0"], "--steps must be at least 1"),
     (["--store", "s.zarr", "--seed", "-1"], "--seed must be an integer >= 0"),

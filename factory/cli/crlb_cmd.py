@@ -34,7 +34,7 @@ def crlb_command(
     em_gain: float = typer.Option(1.0, "--em-gain", help="EM register gain; above 1 the excess noise factor sqrt 2 halves the Fisher information (Mortensen et al. 2010)."),
     qe: float = typer.Option(1.0, "--qe", help="Quantum efficiency in (0, 1]."),
     roi_px: int = typer.Option(None, "--roi-px", help="Odd side of the square ROI, camera pixels. (default: 2 ceil(4 sigma / pixel) + 1)"),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON: crlb_x_nm, crlb_y_nm \\[nm], crlb_photons \\[photons], crlb_background \\[photons per pixel], roi_px."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON: crlb_x_nm, crlb_y_nm [nm], crlb_photons [photons], crlb_background [photons per pixel], roi_px."),
 ) -> None:
     """Cramér-Rao lower bound (standard deviations) of x, y, photons and background for one emitter
     at the centre of a pixel, pixel-integrated Gaussian PSF, Poisson noise plus the camera's read

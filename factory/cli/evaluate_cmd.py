@@ -17,7 +17,7 @@ def _fmt(value: float | None, unit: str) -> str:
 def evaluate_command(
     restored: Path = typer.Argument(..., metavar="RESTORED.tif", help="The restored (or any) 2-D image to score, e.g. from `factory care apply`."),
     reference: Path = typer.Option(..., "--reference", help="Reference 2-D image of the same field, e.g. the super-resolution (SR) image; a finer grid by an integer factor is sum-binned to the restored one."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON: frc_nm, frc_px, pearson_r, shift_px \\[dy, dx] (restored relative to reference, px), pixel_nm, shape, tiles."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON: frc_nm, frc_px, pearson_r, shift_px [dy, dx] (restored relative to reference, px), pixel_nm, shape, tiles."),
     tiles: int = typer.Option(1, "--tiles", min=1, help="Also score each tile of an N x N grid of the common region (tiles of at least 32 px)."),
     pixel_nm: float = typer.Option(None, "--pixel-nm", help="Pixel size of RESTORED.tif, nm. (default: from the TIFF; else the reference's when the shapes match)"),
     reference_pixel_nm: float = typer.Option(None, "--reference-pixel-nm", help="Pixel size of the reference, nm. (default: from the TIFF; else the restored image's)"),

@@ -16,7 +16,7 @@ def sample_command(
     n: int = typer.Option(16, "--n", help="Number of images to sample (ids 0..n-1)."),
     sampler: str = typer.Option(SamplerKind.dpmpp.value, "--sampler", help=SamplerKind.help()),
     steps: int = typer.Option(20, "--steps", help="Network evaluations per image, 1..T (T: the model's training timesteps, 2000 for the shipped model)."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in \\[0, 1]: 0 deterministic, 1 DDPM-like (ddim only)."),
+    eta: float = typer.Option(0.0, "--eta", help="DDIM noise scale in [0, 1]: 0 deterministic, 1 DDPM-like (ddim only)."),
     seed: int = typer.Option(0, "--seed", help="Run seed (>= 0); image i depends only on (seed, i), never on --batch-size."),
     size: int = typer.Option(None, "--size", help="Image side in HR pixels, a multiple of the model's size multiple (default: the model's training patch side)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per network call (memory vs speed; does not change the images beyond float rounding)."),

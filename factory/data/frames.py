@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
@@ -70,21 +71,10 @@ class FrameDataset(ShardedDataset):
 
     def cameras(self, shard: int) -> list:
         """Each selected sample's camera (CameraModel, per-pixel with sCMOS maps)."""
-        from factory.smlm import CameraMaps, SmlmParams
-
         store = self.open()
         table = store.manifest_part(shard).to_pylist()
-        maps = None
-        if store.loc.exists("camera/gain_factor/zarr.json"):
-            import zarr
-
-            group = zarr.open_group(store.loc.zarr_store(read_only=True), path="camera", mode="r", zarr_format=3)
-            maps = CameraMaps.from_arrays({name: group[name][...] for name in group.array_keys()})
-        out = []
-        for row in (table[j] for j in self.selected(shard)):
-            params = SmlmParams.from_record(row)
-            out.append(maps.camera_model(params) if maps is not None else _scalar_camera(params))
-        return out
+        maps = run_camera_maps(store)
+        return [sample_camera(table[j], maps) for j in self.selected(shard)]
 
     def shard_items(self, shard: int) -> Iterator[tuple]:
         store, cfg = self.open(), self.cfg
@@ -103,10 +93,20 @@ class FrameDataset(ShardedDataset):
                 yield (*item, {**{c: v[j] for c, v in fields.items()}, "frame": int(f)}) if cfg.fields else item
 
 
-def _scalar_camera(params):
-    from factory.smlm import CameraModel
+def run_camera_maps(store):
+    """The run's sCMOS maps (factory.smlm.CameraMaps) when the store has them, else None."""
+    from factory.smlm import CameraMaps
 
-    return CameraModel.from_params(params)
+    arrays = store.run_arrays("camera")
+    return CameraMaps.from_arrays(arrays) if arrays else None
+
+
+def sample_camera(row: dict, maps):
+    """One sample's camera from its manifest row: per-pixel with the run's maps, else every pixel alike."""
+    from factory.smlm import CameraModel, SmlmParams
+
+    params = SmlmParams.from_record(row)
+    return maps.camera_model(params) if maps is not None else CameraModel.from_params(params)
 
 
 def make_frame_loader(cfg: FrameConfig, batch_size: int, num_workers: int = 0, **loader_kwargs) -> DataLoader:
@@ -114,3 +114,79 @@ def make_frame_loader(cfg: FrameConfig, batch_size: int, num_workers: int = 0, *
     if batch_size < 1 or num_workers < 0:
         raise FactoryError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
     return DataLoader(FrameDataset(cfg), batch_size=batch_size, num_workers=num_workers, **loader_kwargs)
+
+
+class StoreSource:
+    """Map-style (frame, KDE, emitters) pairs of an smlm store for the conditional model's training
+    (``factory.diffusion.smlm_data.SmlmSource``): pair i is frame ``i % F`` of the i // F-th selected
+    sample. Random access reads one sample's inner chunk (checked) and keeps the last ``cache`` samples.
+
+    The split is by shard: ``holdout`` selects the last ``holdout_shards`` committed shards (never
+    trained on), otherwise the others. Frames are photo-electrons above offset (``FrameNormalization.camera``).
+    """
+
+    def __init__(self, location: str, holdout: bool = False, holdout_shards: int = 1, cache: int = 64):
+        from factory.diffusion.smlm_data import SmlmGeometry
+        from factory.query import open_store
+
+        store = open_store(location)
+        if store.product != "smlm":
+            raise FactoryError(f"{store.loc} holds the {store.product} product; train-smlm needs an smlm store "
+                               f"(factory generate --mode smlm).")
+        committed = store.committed_shards()
+        if not 0 < holdout_shards < len(committed):
+            raise FactoryError(f"{store.loc} has {len(committed)} committed shard(s): holding out {holdout_shards} "
+                               f"must leave at least one to train on.")
+        shards = committed[-holdout_shards:] if holdout else committed[:-holdout_shards]
+        self.ids = np.concatenate([np.arange(store.shard_slice(k).start, store.shard_slice(k).stop) for k in shards])
+        spec, cfg = store.spec, store.spec.degradation
+        psf = cfg.get("psf_sigma_nm")
+        psf_nm = float(np.mean(psf if isinstance(psf, list) else [psf["low"], psf["high"]] if isinstance(psf, dict) else [psf])) \
+            if psf is not None else 95.0
+        self.geometry = SmlmGeometry(spec.lr_pixel_nm, spec.hr_pixel_nm, float(cfg["kde_sigma_nm"]), psf_nm)
+        self.location, self.frames, self.cache = store.loc.url, spec.frames, cache
+        self._store, self._pid, self._samples, self._rows = None, -1, {}, {}
+
+    def __len__(self) -> int:
+        return len(self.ids) * self.frames
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_store": None, "_pid": -1, "_samples": {}, "_rows": {}}
+
+    def _open(self):
+        import os
+
+        from factory.store import Store
+
+        if self._store is None or self._pid != os.getpid():
+            self._store, self._pid, self._samples, self._rows = Store.open(self.location), os.getpid(), {}, {}
+            self._maps = run_camera_maps(self._store)
+        return self._store
+
+    def _sample(self, i: int):
+        if i not in self._samples:
+            store = self._open()
+            shard = i // store.shard_size
+            if shard not in self._rows:
+                rows = store.manifest_part(shard).to_pylist()
+                emitters = store.emitters(shard)
+                self._rows = {shard: (rows, emitters)}  # one shard's table at a time
+            rows, emitters = self._rows[shard]
+            camera = sample_camera(rows[i - store.shard_slice(shard).start], self._maps)
+            mine = emitters.filter(pa.array(emitters.column("sample_id").to_numpy() == i))
+            frames = camera.electrons(store.read_sample("frames", i))  # (F, h, w) photo-electrons, checked
+            if len(self._samples) >= self.cache:
+                self._samples.pop(next(iter(self._samples)))
+            self._samples[i] = (frames, store.read_sample("kde", i), mine)  # (F, H, W) checked
+        return self._samples[i]
+
+    def __getitem__(self, index: int):
+        from factory.diffusion.smlm_data import SmlmPair
+
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        j, f = divmod(int(index), self.frames)
+        frames, kde, emitters = self._sample(int(self.ids[j]))
+        at = emitters.filter(pa.array(emitters.column("frame").to_numpy() == f))
+        xy = np.column_stack([at.column("x_nm").to_numpy(), at.column("y_nm").to_numpy()]).astype(np.float64)
+        return SmlmPair(np.ascontiguousarray(frames[f], np.float32), np.ascontiguousarray(kde[f]), xy)

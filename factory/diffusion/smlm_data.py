@@ -7,7 +7,6 @@ a function of the training generator's state alone, which the training state sav
 
 - :func:`store_source`: pairs from an smlm store (``frames`` (N, F, h, w) uint16 ADU,
   ``kde`` (N, F, H, W) float32, the emitter table and the manifest's camera columns).
-  Not available yet: it raises until the store product exists.
 - :class:`GaussianSpots`: isolated Gaussian spots at uniform sub-pixel positions with
   Poisson noise. A minimal, exactly known source for tests and benchmarks; it is not
   a microscope model (no blinking, no camera chain: frames are photo-electrons).
@@ -77,17 +76,13 @@ class SmlmSource(Protocol):
 
 
 def store_source(store: str, holdout: bool = False) -> SmlmSource:
-    """Pairs from an smlm store: frame f of sample i -> (camera-normalized frame, KDE, emitters).
+    """Pairs from an smlm store (``factory generate --mode smlm``): frame f of sample i -> (frame in
+    photo-electrons above offset from each sample's camera and the run's sCMOS maps, its KDE target,
+    its true emitters). Checked reads; the held-out split is the last committed shard
+    (:class:`factory.data.frames.StoreSource`)."""
+    from factory.data.frames import StoreSource
 
-    What it must do once the store product exists: frames from ``frames`` (N, F, h, w)
-    uint16 ADU normalized with each sample's manifest ``offset_adu``, ``gain_e_per_adu``
-    and ``em_gain`` (:func:`factory.normalize.camera_electrons`), KDEs from ``kde``
-    (N, F, H, W) float32, emitters from the emitter table, geometry from the store's
-    attrs (``lr_pixel_nm``, ``hr_pixel_nm``, ``kde_sigma_nm``, ``psf_sigma_nm``), and a
-    held-out split by sample id.
-    """
-    raise FactoryError("the smlm store product is not available yet (factory generate --mode smlm is being built); "
-                       "train-smlm cannot read a store until it exists.")
+    return StoreSource(store, holdout=holdout)
 
 
 class GaussianSpots:

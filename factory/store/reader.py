@@ -125,6 +125,15 @@ class ShardReader:
         except Exception as exc:  # zarr raises several types for corrupt zstd frames / shard indexes
             raise damaged(self.store, shard, f"{array.name} data does not decode ({type(exc).__name__})") from None
 
+    def read_one(self, name: str, i: int, checksum: str) -> np.ndarray:
+        """Sample i alone (one inner chunk of its shard), checked against ``checksum``."""
+        array = self.store.arrays[name]
+        shard = i // self.store.shard_size
+        sample = np.asarray(self._decode(array, shard, i, i + 1))[0]
+        if sample_checksum(sample, self.store.version) != checksum:
+            raise damaged(self.store, shard, f"sample {i}'s {name} does not match its manifest checksum")
+        return sample
+
     def read(self, name: str, shard: int, checksums: list[str] | None = None) -> np.ndarray:
         """Samples of store shard k of array ``name``: (count, ...) in the stored dtype, every one checked.
 

@@ -212,6 +212,16 @@ class Store:
         table = pa.concat_tables(parts) if parts else schema.empty_table()
         return table.select(columns) if columns else table
 
+    def run_arrays(self, group: str) -> dict[str, np.ndarray]:
+        """The run-level arrays under ``group`` (e.g. ``camera``: sCMOS maps), by name; {} when there are none."""
+        if not self.loc.exists(f"{group}/zarr.json") and not self.loc.isdir(group):
+            return {}
+        try:
+            node = zarr.open_group(self.loc.zarr_store(read_only=True), path=group, mode="r", zarr_format=3)
+            return {name: node[name][...] for name in node.array_keys()}
+        except Exception:
+            raise FactoryError(f"{self.loc}: the run arrays under {group}/ are unreadable (damaged store).") from None
+
     def emitters(self, shard: int) -> pa.Table:
         """smlm: shard k's emitter rows (schemas/emitters.v1.json), schema-checked."""
         if self.product != "smlm":
@@ -243,6 +253,12 @@ class Store:
         if name not in self.arrays:
             raise FactoryError(f"{self.loc} has no array '{name}'; it has {', '.join(self.arrays)}.")
         return self.reader.read(name, shard, self.checksums(name, shard))
+
+    def read_sample(self, name: str, i: int) -> np.ndarray:
+        """One sample of array ``name`` (its inner chunk only), checked against its manifest checksum."""
+        shard = int(i) // self.shard_size
+        want = self.checksums(name, shard)[int(i) - self.shard_slice(shard).start]
+        return self.reader.read_one(name, int(i), want)
 
     def read_samples(self, name: str, ids: np.ndarray) -> np.ndarray:
         """Samples ``ids`` (ascending) of array ``name``, one checked whole-shard read per shard touched."""
