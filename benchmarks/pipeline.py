@@ -9,8 +9,8 @@ weights: speed does not depend on the weights; the tiny preset for the memory te
    (model, sampler, steps, batch, workers) turning the same shards into HR images with
    nothing else (no degrade, no store, no driver bookkeeping); target >= 0.90. Both
    are timed from actor creation, so both include the actors' start-up (model load).
-2. store write throughput (``Store.write_shard``: zstd zarr shards of hr and lr + manifest
-   part with fsync and rename) / ``numpy.tofile`` of the same array bytes in the same folder.
+2. store write throughput (``writer.commit_shard``: zstd zarr shards of hr and lr, the lease check,
+   the manifest part with fsync and an exclusive link) / ``numpy.tofile`` of the same bytes in the same folder.
 3. driver peak RSS (ru_maxrss of a fresh driver process) for n=1024 / n=64, tiny model.
 4. end-to-end throughput with 2 workers / 1 worker.
 5. largest |HR difference| of samples 0..7 drawn in batches of 8 vs 2 (dpmpp; the shipped
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 import torch
 
@@ -39,10 +38,14 @@ from factory.diffusion.sampling import SamplerConfig, sample_images
 from factory.diffusion.schedule import ScheduleConfig
 from factory.diffusion.unet import PRESETS, UNet
 from factory.pipeline import plan as planning
-from factory.pipeline.actors import start_actor
-from factory.pipeline.driver import generate, ray_session
+from factory.pipeline.actors import source_payload, start_actor
+from factory.pipeline.cluster import ray_session
+from factory.pipeline.driver import generate
 from factory.pipeline.spec import ClusterConfig, GenerateConfig
-from factory.store import Store, tune_zarr_for_shard_writes
+from factory.store import Location, Store, writer
+from factory.store.lease import Lease
+from factory.store.writer import tune_zarr_for_shard_writes
+from factory.structures import StructureConfig
 
 
 def random_checkpoint(preset: str, T: int, path: Path) -> Path:
@@ -56,15 +59,16 @@ def random_checkpoint(preset: str, T: int, path: Path) -> Path:
     return path
 
 
-def bare_sampler(cfg: GenerateConfig, workers: int) -> tuple[float, float]:
+def bare_sampler(cfg: GenerateConfig, workers: int, use_gpu: bool = False) -> tuple[float, float]:
     """(actor start-up s, sampling wall s) of the same actors sampling the same shards, results dropped."""
     spec, _ = planning.resolve(cfg)
     t0 = time.perf_counter()
-    actors = [start_actor(spec, use_gpu=False) for _ in range(workers)]
+    payload = ray.put(source_payload(spec))
+    actors = [start_actor(spec, payload, use_gpu=use_gpu) for _ in range(workers)]
     ray.get([a.ready_ref for a in actors])
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    refs = [actors[k % workers].handle.sample_shard.remote(spec, k) for k in range(spec.num_shards)]
+    refs = [actors[k % workers].handle.make_shard.remote(spec, k) for k in range(spec.num_shards)]
     while refs:
         _, refs = ray.wait(refs, num_returns=1, fetch_local=False)
     wall = time.perf_counter() - t0
@@ -76,17 +80,18 @@ def bare_sampler(cfg: GenerateConfig, workers: int) -> tuple[float, float]:
 def store_write_ratio(src: Path, tmp: Path, repeats: int = 3) -> tuple[float, float]:
     """(store MB/s, tofile MB/s) over the array bytes of every shard of ``src``."""
     s = Store.open(src)
-    blocks = [(k, s.hr[s.shard_slice(k)], s.lr[s.shard_slice(k)], pq.read_table(s.part_path(k)))
-              for k in range(s.num_shards)]
+    blocks = [(k, s.read_shard("hr", k), s.read_shard("lr", k), s.manifest_part(k)) for k in range(s.num_shards)]
     nbytes = sum(hr.nbytes + lr.nbytes for _, hr, lr, _ in blocks)
     best_store, best_raw = np.inf, np.inf
     for r in range(repeats):
-        out = tmp / f"w{r}.zarr"
-        dst = Store.create(out, s.spec, {})
-        t0 = time.perf_counter()
-        for k, hr, lr, table in blocks:
-            dst.write_shard(k, hr, lr, table)
-        best_store = min(best_store, time.perf_counter() - t0)
+        loc = Location.parse(tmp / f"w{r}.zarr")
+        with Lease(loc) as lease:
+            dst = writer.create(loc, s.spec, {})
+            t0 = time.perf_counter()
+            for k, hr, lr, table in blocks:  # whole zarr shards, lease check, exclusive marker with fsync
+                writer.commit_shard(dst, k, {"hr": hr, "lr": lr}, table, lease.run_id)
+            best_store = min(best_store, time.perf_counter() - t0)
+        out = Path(loc.root)
         raw = tmp / f"raw{r}"
         raw.mkdir()
         t0 = time.perf_counter()
@@ -103,8 +108,9 @@ RSS_SCRIPT = textwrap.dedent("""
     import resource, sys
     from factory.pipeline.driver import generate
     from factory.pipeline.spec import ClusterConfig, GenerateConfig
+    from factory.structures import StructureConfig
     n, out, model = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    cfg = GenerateConfig(n=n, out=out, model=model, sampler={"kind": "dpmpp", "steps": 2, "eta": 0.0},
+    cfg = GenerateConfig(n=n, out=out, structure=StructureConfig(model=model, sampler={"kind": "dpmpp", "steps": 2, "eta": 0.0}),
                          batch_size=16, shard_size=16, overwrite=True)
     r = generate(cfg, ClusterConfig(workers=2))
     assert r.status == "complete", r
@@ -139,17 +145,30 @@ def main() -> None:
     ap.add_argument("--shard", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best of each is kept (busy machines)")
+    ap.add_argument("--hr-size", type=int, default=None, help="HR side, px (default: the preset's 64)")
+    ap.add_argument("--gpu", action="store_true", help="the actors run on the GPU (num_gpus=1): measures 1 and 5 only")
     args = ap.parse_args()
     tune_zarr_for_shard_writes(args.shard)  # as every commit task does, before any zarr I/O
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     small = random_checkpoint("small", 2000, tmp / "small.safetensors")
     tiny = random_checkpoint("tiny", 50, tmp / "tiny.safetensors")
-    cfg = GenerateConfig(n=args.n, out=tmp / "e2e.zarr", model=str(small), batch_size=args.batch,
-                         shard_size=args.shard, sampler={"kind": "dpmpp", "steps": args.steps, "eta": 0.0}, overwrite=True)
-    print(f"small preset 64x64, dpmpp {args.steps} steps, batch {args.batch}, shard {args.shard}, n={args.n}, "
+    source = StructureConfig(model=str(small), sampler={"kind": "dpmpp", "steps": args.steps, "eta": 0.0})
+    cfg = GenerateConfig(n=args.n, out=tmp / "e2e.zarr", structure=source, batch_size=args.batch, shard_size=args.shard,
+                         hr_size=args.hr_size, overwrite=True)
+    print(f"small preset {args.hr_size or 64}x{args.hr_size or 64}, dpmpp {args.steps} steps, batch {args.batch}, shard {args.shard}, n={args.n}, "
           f"{args.workers} workers, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, best of {args.repeats}")
     bare, startup, e2e, e2e_1 = [], [], [], []
     with ray_session(ClusterConfig(workers=args.workers)):
+        if args.gpu:
+            up, wall = bare_sampler(cfg, args.workers, use_gpu=True)
+            t0 = time.perf_counter()
+            result = generate(cfg, ClusterConfig(workers=args.workers))
+            e2e_s = time.perf_counter() - t0
+            print(f"1. GPU generate / bare sampler throughput: {(up + wall) / e2e_s:.3f} (bare {args.n / (up + wall):.1f} "
+                  f"samples/s, generate {args.n / e2e_s:.1f} samples/s end to end incl. plan, degrade, commit, finalize; "
+                  f"{up:.1f} s actor start-up; devices {sorted(set(Store.open(cfg.out).manifest(['device']).column(0).to_pylist()))})")
+            assert result.status == "complete"
+            return
         for _ in range(args.repeats):  # interleaved, so that a load change hits every variant
             up, wall = bare_sampler(cfg, args.workers)
             startup.append(up)
@@ -163,7 +182,8 @@ def main() -> None:
           f"bare {args.n / bare_s:.2f} samples/s, generate {args.n / e2e_s:.2f} samples/s incl. plan, degrade, commit, "
           f"finalize; {up_s:.1f} s of each is actor start-up)")
     store_mb_s, raw_mb_s = store_write_ratio(tmp / "e2e.zarr", tmp)
-    per_shard_ms = args.shard * (64 * 64 * 4 + 16 * 16 * 2) / store_mb_s / 1e3
+    H = args.hr_size or 64
+    per_shard_ms = args.shard * (H * H * 4 + (H // 4) ** 2 * 2) / store_mb_s / 1e3
     print(f"2. store write / numpy.tofile: {store_mb_s / raw_mb_s:.3f} ({store_mb_s:.1f} vs {raw_mb_s:.0f} MB/s of array "
           f"bytes; {per_shard_ms:.0f} ms per {args.shard}-sample shard incl. manifest part, vs "
           f"{bare_s / (args.n / args.shard) * args.workers:.1f} s to sample it)")
