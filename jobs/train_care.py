@@ -6,8 +6,14 @@
 
 Everything (the network, the shared input normalization, resumable streamed training with
 held-out PSNR and FRC, the checkpoint format) lives in ``factory.care``; this script only parses
-the options and, with ``--address``, runs the training as one Ray task (one GPU when the cluster
-has one). Rerun the same command to resume from ``<out>.state.pt``.
+the options and, with ``--address``, runs the training on the cluster: one Ray task (one GPU when
+the cluster has one), or with ``--ray-workers N`` Ray Train's ``TorchTrainer`` with N workers
+(DDP: gradients averaged; every worker streams its own whole shards of the store through
+``factory.data``, rank 0 validates and writes; each rank writes ``<out>.rank<r>.json``: the shards
+it trained on). Rerun the same command to resume from ``<out>.state.pt`` (a path every worker reads).
+
+    ray job submit --working-dir . -- python jobs/train_care.py --store s3://bucket/pairs.zarr \
+        --out /shared/care.safetensors --address auto --ray-workers 4
 """
 from __future__ import annotations
 
@@ -42,6 +48,8 @@ def parse(argv: list[str] | None = None) -> tuple[CareTrainConfig, str | None]:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; rerun to continue")
+    ap.add_argument("--ray-workers", type=int, default=0, help="with --address: Ray Train TorchTrainer workers (DDP); "
+                                                               "0 = one Ray task")
     ap.add_argument("--address", default=None, help="Ray address ('auto', ray://host:port, or 'local'): run as one Ray task "
                                                     "with a GPU when the cluster has one. (default: in this process)")
     a = ap.parse_args(argv)
@@ -50,22 +58,32 @@ def parse(argv: list[str] | None = None) -> tuple[CareTrainConfig, str | None]:
                           val_every=a.val_every, checkpoint_every=a.checkpoint_every, where=a.where, seed=a.seed,
                           shuffle_buffer=a.shuffle_buffer, num_workers=a.num_workers, device=a.device, threads=a.threads,
                           max_minutes=a.max_minutes)
-    return cfg, a.address
+    if a.ray_workers < 0 or (a.ray_workers and a.address is None):
+        raise FactoryError("--ray-workers needs --address (auto, ray://host:port or local) and a count >= 1.")
+    return cfg, a.address, a.ray_workers
 
 
 def run(cfg: CareTrainConfig) -> dict:
     r = train(cfg)
     return {"checkpoint": str(r.checkpoint), "step": r.step, "loss": r.loss, "metrics": r.metrics,
-            "samples_per_s": r.samples_per_s, "finished": r.finished}
+            "samples_per_s": r.samples_per_s, "finished": r.finished, "rank": r.rank, "world_size": r.world_size,
+            "rank_shards": list(r.rank_shards)}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, address = parse(argv)
+    cfg, address, ray_workers = parse(argv)
     if address is None:
         return run(cfg)
     import ray
 
-    ray.init(address=None if address == "local" else address)
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address)
+    if ray_workers:
+        from factory.care.ray_train import ray_train
+
+        result = ray_train(cfg, ray_workers)
+        print(json.dumps(result))
+        return result
     gpus = ray.cluster_resources().get("GPU", 0)
     remote = ray.remote(max_retries=0)(run).options(**({"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1}))
     result = ray.get(remote.remote(cfg))

@@ -220,3 +220,25 @@ def test_bioimageio_package_validates_offline_and_its_weights_reproduce_the_test
     net = torch.jit.load(str(tmp_path / "pkg" / "weights.pt"))
     y = net(torch.from_numpy(((x - lo) / (hi - lo + 1e-6)).astype(np.float32))).detach().numpy()
     np.testing.assert_allclose(y, np.load(tmp_path / "pkg" / "test_output.npy"), atol=1e-4)
+
+
+def test_ray_train_with_two_cpu_workers_splits_the_shards_and_writes_one_model(ray_local, small_store, tmp_path):
+    """Ray Train's TorchTrainer, 2 CPU workers (DDP over gloo): each rank streams its own whole shards,
+    both take the same number of steps, rank 0 writes the model (identical weights on both ranks)."""
+    import json
+
+    from factory.care import checkpoint
+    from factory.care.ray_train import ray_train
+    from factory.care.train import CareTrainConfig
+
+    out = tmp_path / "care.safetensors"
+    cfg = CareTrainConfig(store=str(small_store), out=str(out), steps=4, batch_size=2, val_shards=1, val_every=4,
+                          checkpoint_every=4, threads=1)
+    result = ray_train(cfg, workers=2)
+    ranks = [json.loads((tmp_path / f"care.safetensors.rank{r}.json").read_text()) for r in (0, 1)]
+    assert result["world_size"] == 2 and [r["rank"] for r in ranks] == [0, 1]
+    assert all(r["step"] == 4 for r in ranks)  # the same number of optimizer steps on every rank
+    a, b = set(ranks[0]["rank_shards"]), set(ranks[1]["rank_shards"])
+    assert a and b and not a & b and a | b == {0, 1, 2, 3, 4}  # shard 5 is held out for validation
+    model = checkpoint.load(out)
+    assert model.training["steps_done"] == 4 and model.net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)

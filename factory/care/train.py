@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from factory.care import checkpoint
 from factory.care.network import NetworkConfig, build
 from factory.care.transform import InputNorm, InputTransform, model_input
-from factory.data import DataConfig, Normalization, make_loader
+from factory.data import DataConfig, Normalization, distributed_rank, make_loader
 from factory.device import pick_device
 from factory.errors import FactoryError
 from factory.metrics.frc import frc_curve
@@ -100,6 +100,9 @@ class TrainResult:
     resumed_from: int = 0
     finished: bool = True
     history: list = field(default_factory=list)
+    rank: int = 0  # this process's rank (0 without DDP)
+    world_size: int = 1
+    rank_shards: tuple[int, ...] = ()  # the training shards this rank read in the first epoch of this sitting
 
 
 def state_path(out: str | Path) -> Path:
@@ -203,11 +206,14 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
     device = pick_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    rank, world = distributed_rank()  # under Ray Train / torchrun: every rank trains on its own shards (DDP)
+    main = rank == 0
     state = _load_state(spath, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = build(cfg.network)
     net.to(device)
+    model = net if world == 1 else torch.nn.parallel.DistributedDataParallel(net)  # gradients averaged over ranks
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -224,16 +230,26 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
     else:
         scale_e = electron_scale(cfg, train_shards) if cfg.norm is InputNorm.camera else 1.0
     transform = InputTransform(cfg.norm, k, scale_e=scale_e)
-    resumed_from = step
+    resumed_from, first_epoch = step, epoch
     loader = make_loader(_data(cfg, train_shards, True), cfg.batch_size, cfg.num_workers)
     val_loader = make_loader(_data(cfg, val_shards, False), cfg.batch_size) if val_shards else None
     if loader.dataset.num_samples == 0:
         raise FactoryError(f"no training pairs in {cfg.store}" + (f" match {cfg.where!r}" if cfg.where else "") + ".")
+    per_epoch = None  # batches per epoch; under DDP every rank stops after the fewest any rank has (no rank waits forever)
+    if world > 1:
+        per_epoch = min(loader.dataset.rank_counts(0)) // cfg.batch_size
+        if per_epoch < 1:
+            raise FactoryError(f"{world} ranks need at least {world} training shards of {cfg.batch_size} pairs each; "
+                               f"use fewer workers, a smaller --batch-size or a larger store.")
+    if not main:
+        log = lambda line: None  # noqa: E731  (rank 0 speaks for the job)
     log(f"care train: {loader.dataset.num_samples} pairs in shards {train_shards[0]}..{train_shards[-1]}, "
         f"{val_loader.dataset.num_samples if val_loader is not None else 0} held out (shards {list(val_shards)}), {cfg.norm.value} "
         f"normalization, device {device}" + (f"; resuming at step {step}" if step else ""))
 
     def save(final: bool) -> None:
+        if not main:  # one writer: rank 0 (the weights are the same on every rank)
+            return
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
                     "step": step, "epoch": epoch, "batch": batch_in_epoch, "wall_s": wall_s, "scale_e": scale_e,
                     "loss": loss, "metrics": json.dumps(metrics), "history": json.dumps(history),
@@ -249,13 +265,15 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
     while step < cfg.steps and not stopped:
         loader.dataset.set_epoch(epoch)
         for b, batch in enumerate(loader):
+            if per_epoch is not None and b >= per_epoch:
+                break
             if b < batch_in_epoch:
                 continue  # used before the interruption
             x = model_input(batch[0][:, 0].numpy(), transform, _camera(batch))  # (B, 1, H, W)
             y = batch[1]  # (B, 1, H, W) normalized density
             if cfg.augment:
                 x, y = _augment(x, y, gen)
-            loss_t = F.mse_loss(net(x.to(device)), y.to(device))
+            loss_t = F.mse_loss(model(x.to(device)), y.to(device))
             loss = float(loss_t.detach())
             if not math.isfinite(loss):
                 raise FactoryError(f"the loss became {loss} at step {step + 1}; lower --lr (the last saved state, if any, "
@@ -266,7 +284,7 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
             sched.step()
             step, batch_in_epoch, session_steps = step + 1, b + 1, session_steps + 1
             wall_s = time.time() - t0
-            if val_loader is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            if main and val_loader is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 metrics = {**validate(net, val_loader, transform, spec.hr_pixel_nm, device), "step": step}
                 history.append({"step": step, "loss": loss, **metrics})
                 log(f"step {step}/{cfg.steps} loss {loss:.5f} held-out PSNR {metrics['psnr_db']:.2f} dB, FRC "
@@ -281,10 +299,11 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
                 save(final=step == cfg.steps)
             if step >= cfg.steps or stopped:
                 break
-        else:
+        if not stopped and step < cfg.steps:
             epoch, batch_in_epoch = epoch + 1, 0
     if session_steps == 0 and step >= cfg.steps and not out.exists():
         save(final=True)
     log(f"care train: {'finished' if step >= cfg.steps else 'stopped'} at step {step}/{cfg.steps}; model {out}, state {spath}")
     rate = session_steps * cfg.batch_size / max(time.time() - session_t0, 1e-9)
-    return TrainResult(out, step, loss, metrics, rate, resumed_from, step >= cfg.steps, history)
+    return TrainResult(out, step, loss, metrics, rate, resumed_from, step >= cfg.steps, history, rank, world,
+                       tuple(loader.dataset.rank_shards(first_epoch)))
