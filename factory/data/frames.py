@@ -26,7 +26,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from factory.data.sharded import ShardedDataset
+from factory.data.sharded import ShardedDataset, loader
 from factory.errors import FactoryError
 
 
@@ -113,7 +113,7 @@ def make_frame_loader(cfg: FrameConfig, batch_size: int, num_workers: int = 0, *
     """A DataLoader over :class:`FrameDataset` (``loader.dataset.set_epoch(e)`` each epoch)."""
     if batch_size < 1 or num_workers < 0:
         raise FactoryError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
-    return DataLoader(FrameDataset(cfg), batch_size=batch_size, num_workers=num_workers, **loader_kwargs)
+    return loader(FrameDataset(cfg), batch_size, num_workers, **loader_kwargs)
 
 
 class StoreSource:

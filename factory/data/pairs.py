@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from factory.data.sharded import ShardedDataset
+from factory.data.sharded import ShardedDataset, loader
 from factory.errors import FactoryError
 from factory.normalize import CAMERA_FIELDS, Normalization, Upsample, normalize
 
@@ -107,4 +107,4 @@ def make_loader(cfg: DataConfig, batch_size: int, num_workers: int = 0, **loader
     keyword arguments go to ``torch.utils.data.DataLoader`` (e.g. ``pin_memory=True``, ``drop_last=True``)."""
     if batch_size < 1 or num_workers < 0:
         raise FactoryError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
-    return DataLoader(PairDataset(cfg), batch_size=batch_size, num_workers=num_workers, **loader_kwargs)
+    return loader(PairDataset(cfg), batch_size, num_workers, **loader_kwargs)

@@ -100,6 +100,7 @@ class ShardedDataset(IterableDataset):
         if not 0 <= self.rank < self.world_size:
             raise FactoryError(f"rank {self.rank} is not in 0..world_size-1 (world_size {self.world_size}).")
         self.epoch = 0
+        self._shared_epoch = None  # a multiprocessing.Value that persistent workers read (see loader())
         self._store: Store | None = None
         self._store_pid = -1
 
@@ -110,9 +111,15 @@ class ShardedDataset(IterableDataset):
         return int(sum(len(v) for v in self.selection.values()))
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shard order and shuffle are used next (call before iterating;
-        with ``persistent_workers=True`` the workers keep the epoch they started with)."""
+        """Choose the epoch whose shard order and shuffle are used next (call before iterating). Workers of a
+        loader made by :func:`loader` see it even when they persist across epochs."""
         self.epoch = int(epoch)
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = self.epoch
+
+    def share_epoch(self, context) -> None:
+        """Keep the epoch in shared memory of ``context`` so that persistent worker processes follow set_epoch."""
+        self._shared_epoch = context.Value("q", self.epoch)
 
     def shard_order(self, epoch: int) -> list[int]:
         shards = sorted(self.selection)
@@ -157,9 +164,34 @@ class ShardedDataset(IterableDataset):
     def __iter__(self) -> Iterator[tuple]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        shards = self.rank_shards(self.epoch)[worker::workers]
+        epoch = self._shared_epoch.value if self._shared_epoch is not None else self.epoch
+        shards = self.rank_shards(epoch)[worker::workers]
         items = (item for k in shards for item in self.shard_items(k))
         if self.cfg.shuffle and self.cfg.shuffle_buffer > 1:
-            rng = np.random.default_rng([self.cfg.seed, self.epoch, self.rank, worker])
+            rng = np.random.default_rng([self.cfg.seed, epoch, self.rank, worker])
             items = shuffle_buffer(items, self.cfg.shuffle_buffer, rng)
         return items
+
+
+WORKER_PRELOAD = ["torch", "numpy", "pyarrow", "zarr", "tensorstore", "factory.data", "factory.store.store"]
+
+
+def loader(dataset: ShardedDataset, batch_size: int, num_workers: int, **loader_kwargs):
+    """A DataLoader whose workers read through tensorstore at full speed, every epoch.
+
+    Tensorstore's thread pools do not survive ``fork``: a worker forked from a process that has read a
+    store falls back to zarr-python (about 15x slower). So workers start from a clean ``forkserver``
+    (these modules preloaded once) and persist across epochs, following :meth:`ShardedDataset.set_epoch`
+    through shared memory. Measured on 2048 pairs, 2 workers: about 5x the forked workers' rate from
+    the second epoch on; the first epoch pays the workers' start-up. Any of these can be overridden
+    through ``loader_kwargs`` (e.g. ``multiprocessing_context="fork"``)."""
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    if num_workers > 0 and "multiprocessing_context" not in loader_kwargs:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WORKER_PRELOAD)
+        loader_kwargs = {"multiprocessing_context": context, "persistent_workers": True, **loader_kwargs}
+        dataset.share_epoch(context)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, **loader_kwargs)
