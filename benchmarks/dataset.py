@@ -128,7 +128,7 @@ def measure(url: str, args, label: str) -> None:
     for how, r in rate.items():
         print(f"  {'decode ' + how:44s} {r:9.0f} samples/s   {r / rate['zarr']:5.2f} x zarr-python")
     hashing = hash_pass(store)
-    print(f"  checking cost: checked / tensorstore = {rate['checked'] / rate['tensorstore']:.2f}; blake2b alone "
+    print(f"  checking cost: checked / tensorstore = {rate['checked'] / rate['tensorstore']:.2f}; xxh3-128 alone "
           f"{args.n / hashing:.0f} samples/s = {hashing * rate['tensorstore'] / args.n:.1%} of a tensorstore pass")
     plain = DataConfig(url, seed=0)
     care = DataConfig(url, seed=0, upsample=Upsample.bilinear, normalize=Normalization.percentile)
