@@ -149,9 +149,9 @@ def moto_s3():
     host, port = server.get_host_and_port()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_ENDPOINT_URL=f"http://{host}:{port}",
                       AWS_DEFAULT_REGION="us-east-1")
-    import fsspec
+    import boto3
 
-    fsspec.filesystem("s3", use_listings_cache=False).mkdir("bench")
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="bench")
     try:
         yield "s3://bench/pairs.zarr"
     finally:

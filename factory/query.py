@@ -42,13 +42,13 @@ def tables(store: Store) -> dict[str, object]:
     if store.loc.exists(layout.AUDIT_FILE):
         out["audit"] = read_parquet(store.loc, layout.AUDIT_FILE, "the audit table")
     if store.product == "smlm":
-        keys = [layout.emitters_part(k) for k in store.committed_shards()]
-        if keys:
-            out["emitters"] = pads.dataset([store.loc.path(k) for k in keys], format="parquet",
-                                           filesystem=store.loc.arrow_filesystem(),
-                                           schema=schemas.table_schema("emitters.v1.json"))
-        else:
-            out["emitters"] = schemas.table_schema("emitters.v1.json").empty_table()
+        schema = schemas.table_schema("emitters.v1.json")
+        shards = store.committed_shards()
+        if store.loc.local:  # a lazy dataset: DuckDB scans only what the query needs
+            out["emitters"] = pads.dataset([store.loc.path(layout.emitters_part(k)) for k in shards], format="parquet",
+                                           schema=schema)
+        else:  # object storage: the parts, read once each through the store (schema-checked)
+            out["emitters"] = pa.concat_tables([store.emitters(k) for k in shards]) if shards else schema.empty_table()
     return out
 
 

@@ -157,9 +157,9 @@ def s3():
     before = {k: os.environ.get(k) for k in keys}
     os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_ENDPOINT_URL=endpoint,
                       AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
-    import fsspec
+    import boto3  # an independent S3 client (moto's own dependency) for the bucket
 
-    fsspec.filesystem("s3", use_listings_cache=False).mkdir("factory")
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="factory")
     try:
         yield endpoint
     finally:

@@ -8,7 +8,7 @@ pipeline, the consumers or the CLI); a location is a URL string, resolved once b
     s.read_shard("hr", k)                 # checked against the manifest
 
 Names are imported lazily (PEP 562), so ``factory.store.schemas`` (the one schema loader, used by the
-optics and SMLM configs too) loads without zarr or fsspec.
+optics and SMLM configs too) loads without zarr or obstore.
 """
 from __future__ import annotations
 
