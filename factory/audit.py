@@ -26,7 +26,6 @@ Output: ``STORE/audit/audit.parquet`` (schema below, written to a temp name and 
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from factory import images
 from factory.diffusion.quality import unit_rows  # the same NCC normalization as max_ncc: same scores
@@ -137,9 +135,8 @@ def best_match(generated: np.ndarray, ref: Reference, chunk: int) -> tuple[np.nd
 
 def audit(store: Store, cfg: AuditConfig, on_progress: Callable[[int, int], None] | None = None) -> AuditResult:
     """Score every committed sample against the training patches and write ``STORE/audit/audit.parquet``."""
-    out = layout.AUDIT_FILE
-    if store.loc.exists(out) and not cfg.overwrite:
-        raise FactoryError(f"{store.loc.url_of(out)} already exists; pass --overwrite to replace it.")
+    if store.read_table(layout.AUDIT_FILE, "the audit table") is not None and not cfg.overwrite:
+        raise FactoryError(f"{store.loc.url_of(layout.AUDIT_FILE)} already exists; pass --overwrite to replace it.")
     if cfg.batch < 1 or cfg.chunk < 1:
         raise FactoryError(f"batch and chunk must be at least 1, got {cfg.batch} and {cfg.chunk}.")
     spec = store.spec
@@ -176,9 +173,7 @@ def audit(store: Store, cfg: AuditConfig, on_progress: Callable[[int, int], None
             "stride_px": str(cfg.stride or max(1, ref.size // 4)), "hr_pixel_nm": str(spec.hr_pixel_nm),
             "patches": str(len(ref.origins)), "model_id": spec.model_id,
             "created_at": datetime.now(timezone.utc).isoformat()}
-    buf = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(meta), buf)
-    store.loc.write_bytes(out, buf.getvalue())  # atomic: temp + rename locally, one PUT on object storage
+    url = store.write_table(layout.AUDIT_FILE, table.replace_schema_metadata(meta), overwrite=True)  # atomic
     order = np.argsort(-max_ncc, kind="stable")[:5]
-    return AuditResult(store.loc.url_of(out), len(sample_id), len(ref.origins), float(max_ncc.max()), float(max_ncc.mean()),
+    return AuditResult(url, len(sample_id), len(ref.origins), float(max_ncc.max()), float(max_ncc.mean()),
                        [(int(sample_id[i]), float(max_ncc[i])) for i in order])

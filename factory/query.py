@@ -21,11 +21,9 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from factory.errors import FactoryError
-from factory.store import Store, layout, schemas
-from factory.store.store import read_parquet
+from factory.store import Store, layout
 
 AUDIT_SCHEMA_NOTE = "audit/audit.parquet written by `factory audit` (one row per audited sample), joined on sample_id"
 ALLOWED = (duckdb.StatementType.SELECT,)
@@ -39,16 +37,11 @@ def open_store(location) -> Store:
 def tables(store: Store) -> dict[str, object]:
     """The Arrow tables/datasets a query may see, by name."""
     out: dict[str, object] = {"manifest": store.manifest()}
-    if store.loc.exists(layout.AUDIT_FILE):
-        out["audit"] = read_parquet(store.loc, layout.AUDIT_FILE, "the audit table")
+    audit = store.read_table(layout.AUDIT_FILE, "the audit table")
+    if audit is not None:
+        out["audit"] = audit
     if store.product == "smlm":
-        schema = schemas.table_schema("emitters.v1.json")
-        shards = store.committed_shards()
-        if store.loc.local:  # a lazy dataset: DuckDB scans only what the query needs
-            out["emitters"] = pads.dataset([store.loc.path(layout.emitters_part(k)) for k in shards], format="parquet",
-                                           schema=schema)
-        else:  # object storage: the parts, read once each through the store (schema-checked)
-            out["emitters"] = pa.concat_tables([store.emitters(k) for k in shards]) if shards else schema.empty_table()
+        out["emitters"] = store.emitters_dataset()
     return out
 
 

@@ -114,6 +114,11 @@ def read_localizations(path: str | Path) -> LocalizationTable:
     bad = int(np.count_nonzero(~(np.isfinite(x) & np.isfinite(y))))
     if bad:
         raise FactoryError(f"{path}: {bad} of {len(x)} rows have a missing or non-finite x or y.")
+    if sigma is not None:
+        negative = int(np.count_nonzero(sigma < 0))  # NaN (a missing value) takes the default; a negative one is garbage
+        if negative:
+            raise FactoryError(f"{path}: {negative} of {len(x)} rows have a negative localization uncertainty "
+                               f"({cols['sigma']!r}); an uncertainty is a standard deviation in nm, >= 0.")
     if frame is not None:
         frame = np.nan_to_num(frame, nan=-1).astype(np.int64)
     return LocalizationTable(x, y, sigma, frame, path)

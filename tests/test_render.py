@@ -217,3 +217,17 @@ def test_cli_render_bad_inputs_are_one_sentence(tmp_path, args, match):
     assert res.exit_code == 2
     assert match in " ".join(res.output.split()) and "Traceback" not in res.output
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_negative_uncertainty_is_refused_in_one_sentence(tmp_path):
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    path = tmp_path / "locs.csv"
+    path.write_text('"x [nm]","y [nm]","uncertainty [nm]"\n100,200,12\n300,400,-5\n')
+    r = CliRunner().invoke(app, ["render", str(path), "--out", str(tmp_path / "sr.tif")])
+    assert r.exit_code == 2 and "1 of 2 rows have a negative localization uncertainty" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "sr.tif").exists()
+    r = CliRunner().invoke(app, ["train", "--data", str(path), "--out", str(tmp_path / "m.safetensors"), "--hr-pixel-nm", "20"])
+    assert r.exit_code == 2 and "negative localization uncertainty" in r.output

@@ -222,6 +222,32 @@ class Store:
         except Exception:
             raise FactoryError(f"{self.loc}: the run arrays under {group}/ are unreadable (damaged store).") from None
 
+    def read_table(self, key: str, what: str) -> pa.Table | None:
+        """A side table of the store (e.g. ``layout.AUDIT_FILE``), None when it does not exist."""
+        if not self.loc.exists(key):
+            return None
+        return read_parquet(self.loc, key, what)
+
+    def write_table(self, key: str, table: pa.Table, overwrite: bool = False) -> str:
+        """Write a side table (not a commit marker) atomically; returns its URL. Refuses to replace one unless asked."""
+        if self.loc.exists(key) and not overwrite:
+            raise FactoryError(f"{self.loc.url_of(key)} already exists; pass --overwrite to replace it.")
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.loc.write_bytes(key, buf.getvalue())
+        return self.loc.url_of(key)
+
+    def emitters_dataset(self):
+        """smlm: every committed shard's emitters, as a pyarrow dataset DuckDB scans lazily (local folders) or one
+        table read part by part through the store (object storage)."""
+        import pyarrow.dataset as pads
+
+        schema = schemas.table_schema("emitters.v1.json")
+        shards = self.committed_shards()
+        if self.loc.local:
+            return pads.dataset([self.loc.path(layout.emitters_part(k)) for k in shards], format="parquet", schema=schema)
+        return pa.concat_tables([self.emitters(k) for k in shards]) if shards else schema.empty_table()
+
     def emitters(self, shard: int) -> pa.Table:
         """smlm: shard k's emitter rows (schemas/emitters.v1.json), schema-checked."""
         if self.product != "smlm":
