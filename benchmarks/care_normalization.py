@@ -1,7 +1,7 @@
 """Which CARE input normalization to ship, measured: percentile vs camera, against bicubic, on held-out fields.
 
     python benchmarks/care_normalization.py --store pairs.zarr --steps 1000 --seeds 0 1 \\
-        [--storm ../shared/data/cos7-tubulin-storm/cell1_storm.tif]
+        [--storm data/cos7-tubulin-storm/cell1_storm.tif]
 
 For each normalization and seed, ``factory.care.train`` trains the same network for the same
 steps on the store (its last 4 shards held out). Each model then restores whole widefield fields

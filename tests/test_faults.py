@@ -105,6 +105,7 @@ def test_a_shard_that_keeps_failing_is_reported_and_nothing_else_is_lost(cluster
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "1 shard(s) failed" in text and "shard ids 3;" in text and "rerun the same command" in text
+    assert "hr/0/c/3/0/0" in text  # the sentence names the file the storage refused, not only the store
     store = Store.open(out)
     assert store.attrs["status"] == "planned"
     assert store.committed_shards() == [k for k in range(N // SHARD) if k != 3]

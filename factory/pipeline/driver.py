@@ -32,7 +32,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from factory.errors import FactoryError
+from factory.errors import FactoryError, StorageError
 from factory.pipeline import plan as planning
 from factory.pipeline.cluster import ray_session
 from factory.pipeline.spec import ClusterConfig, GenerateConfig
@@ -254,7 +254,8 @@ def _run(loc: Location, plan: planning.Plan, cluster: ClusterConfig, lease: Leas
                         result.retried += 1
                 except ray.exceptions.RayError as exc:
                     result.failed_shards[k] = _first_line(exc)
-                    if isinstance(getattr(exc, "cause", None), FactoryError):
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, FactoryError) and not isinstance(cause, StorageError):  # storage: fixable
                         result.deterministic.add(k)
             report()
     finally:

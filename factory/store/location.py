@@ -37,7 +37,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from factory.errors import FactoryError
+from factory.errors import FactoryError, StorageError
 
 LOCAL_PROTOCOLS = ("file", "local")
 OBJECT_PROTOCOLS = ("s3", "gs", "az", "abfs", "memory")
@@ -213,7 +213,7 @@ class Location:
         except OSError as exc:
             raise write_error(self.url_of(key), exc) from None
         except Exception as exc:  # obstore's errors
-            raise FactoryError(f"cannot write {self.url_of(key)}: {_message(exc)}.") from None
+            raise StorageError(f"cannot write {self.url_of(key)}: {_message(exc)}.") from None
 
     def create(self, key: str, data: bytes) -> bool:
         """Write an object only if no object has that name: True when written, False when it existed.
@@ -245,7 +245,7 @@ class Location:
         except (AlreadyExistsError, PreconditionError, FileExistsError):
             return False
         except Exception as exc:
-            raise FactoryError(f"cannot write {self.url_of(key)}: {_message(exc)}.") from None
+            raise StorageError(f"cannot write {self.url_of(key)}: {_message(exc)}.") from None
 
     def delete(self, key: str) -> bool:
         """Delete one object (file); True if it existed."""
@@ -315,10 +315,10 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def write_error(url: str, exc: OSError) -> FactoryError:
+def write_error(url: str, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
-        return FactoryError(f"no space left on the device while writing {url}; free space and rerun the same command "
+        return StorageError(f"no space left on the device while writing {url}; free space and rerun the same command "
                             f"(committed shards are kept).")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return FactoryError(f"cannot write {url}: permission denied or read-only filesystem.")
-    return FactoryError(f"cannot write {url}: {_message(exc)}.")
+        return StorageError(f"cannot write {url}: permission denied or read-only filesystem.")
+    return StorageError(f"cannot write {url}: {_message(exc)}.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import cached_property
 
@@ -44,6 +45,9 @@ def is_store(location: str | Location) -> bool:
         return attrs.get("format") in FORMATS.values()
     except Exception:  # unreadable, foreign or missing zarr.json: not ours
         return False
+
+
+PART_READERS = 16  # manifest parts read at once by an incomplete store's manifest()
 
 
 def read_parquet(loc: Location, key: str, what: str, columns: list[str] | None = None) -> pa.Table:
@@ -208,7 +212,9 @@ class Store:
             raise FactoryError(f"no manifest column {', '.join(map(repr, unknown))}; columns are: {', '.join(schema.names)}.")
         if self.complete and self.version >= 2:
             return self._compacted.select(columns) if columns else self._compacted
-        parts = [self.manifest_part(k) for k in self.committed_shards()]
+        shards = self.committed_shards()
+        with ThreadPoolExecutor(max_workers=max(1, min(PART_READERS, len(shards)))) as pool:
+            parts = list(pool.map(self.manifest_part, shards))  # Parquet decode and object GETs release the GIL
         table = pa.concat_tables(parts) if parts else schema.empty_table()
         return table.select(columns) if columns else table
 

@@ -84,7 +84,7 @@ def _no_space_sentence(fn):
             return fn(*args, **kwargs)
         except OSError as exc:
             loc = args[0].loc if isinstance(args[0], Store) else args[0]
-            raise write_error(str(loc), exc) from None
+            raise write_error(exc.filename or str(loc), exc) from None  # the file zarr failed on, when it says
 
     return wrapper
 
