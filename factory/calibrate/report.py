@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from factory.errors import FactoryError
+from factory.files import atomic_write
 from factory.optics import DegradationConfig
 from factory.optics.config import RANGE_FIELDS
 
@@ -90,14 +91,8 @@ def write_toml(cal: Calibration, path: str | Path, overwrite: bool = False) -> P
     if path.exists() and not overwrite:
         raise FactoryError(f"{path} already exists; pass --overwrite to replace it.")
     text = toml_text(cal)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:
-        raise FactoryError(f"cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     if DegradationConfig.load(path) != cal.config:  # the file must mean exactly the config
         raise AssertionError(f"{path} does not read back as the calibrated config")
     return path

@@ -18,6 +18,7 @@ import torch
 from factory.care.network import CareUNet, NetworkConfig, build
 from factory.care.transform import InputTransform
 from factory.errors import FactoryError
+from factory.files import atomic_write
 
 FORMAT = "factory-care"
 FORMAT_VERSION = 1
@@ -46,15 +47,9 @@ def save(model: CareModel, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
-    try:
+    with atomic_write(path) as tmp:
         save_file(state, str(tmp), metadata=model.metadata())
-        tmp.replace(path)
-    except OSError as exc:
-        raise FactoryError(f"cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

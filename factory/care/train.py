@@ -43,6 +43,7 @@ from factory.care.transform import InputNorm, InputTransform, model_input
 from factory.data import DataConfig, Normalization, distributed_rank, make_loader
 from factory.device import pick_device
 from factory.errors import FactoryError
+from factory.files import atomic_write
 from factory.metrics.frc import frc_curve
 from factory.normalize import CAMERA_FIELDS
 from factory.store import Store
@@ -250,11 +251,11 @@ def train(cfg: CareTrainConfig, log: Callable[[str], None] = print, stop_after: 
     def save(final: bool) -> None:
         if not main:  # one writer: rank 0 (the weights are the same on every rank)
             return
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                    "step": step, "epoch": epoch, "batch": batch_in_epoch, "wall_s": wall_s, "scale_e": scale_e,
-                    "loss": loss, "metrics": json.dumps(metrics), "history": json.dumps(history),
-                    "config": json.dumps(cfg.identity())}, spath.with_suffix(".tmp"))
-        spath.with_suffix(".tmp").replace(spath)
+        with atomic_write(spath) as tmp:
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "gen": gen.get_state(), "step": step, "epoch": epoch, "batch": batch_in_epoch, "wall_s": wall_s,
+                        "scale_e": scale_e, "loss": loss, "metrics": json.dumps(metrics),
+                        "history": json.dumps(history), "config": json.dumps(cfg.identity())}, tmp)
         training = {**cfg.identity(), "network": cfg.network.to_dict(), "steps_done": step, "final": final,
                     "train_shards": len(train_shards), "val_shards": list(val_shards), "wall_s": round(wall_s, 1),
                     "store_model_id": spec.model_id, "hr_size": spec.hr_size, "lr_size": spec.lr_size}

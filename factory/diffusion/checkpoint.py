@@ -28,6 +28,7 @@ from factory.diffusion.kinds import ModelKind
 from factory.diffusion.schedule import ScheduleConfig
 from factory.diffusion.unet import UNet, UNetConfig
 from factory.errors import FactoryError
+from factory.files import atomic_write
 
 
 FORMAT = ModelKind.ddpm.value  # the unconditional kind's format string, as older code names it
@@ -135,10 +136,9 @@ def save(path: str | Path, model: torch.nn.Module, config: ModelConfig | Conditi
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     meta = {"format": config.kind.value, "format_version": str(FORMAT_VERSION),
             "model": json.dumps(config.to_dict()), "card": json.dumps(card or {}, default=str)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_canonical(safetensors.torch.save(tensors, metadata=meta)))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(_canonical(safetensors.torch.save(tensors, metadata=meta)))
+        tmp.chmod(0o644)
     return file_sha256(path)
 
 

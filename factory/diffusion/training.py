@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from factory.device import autocast
 from factory.errors import FactoryError
+from factory.files import atomic_write
 
 LossFn = Callable[[torch.nn.Module, torch.Generator], torch.Tensor]  # (net, gen) -> scalar loss
 
@@ -79,11 +80,10 @@ class TrainingState:
 
     def save(self, path: Path, model_config: dict) -> None:
         """Write the state atomically (temp file, then rename)."""
-        tmp = path.with_suffix(".tmp")
-        torch.save({"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                    "gen": self.gen.get_state(), "step": self.step, "wall_s": self.wall_s,
-                    "model_config": json.dumps(model_config)}, tmp)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            torch.save({"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                        "gen": self.gen.get_state(), "step": self.step, "wall_s": self.wall_s,
+                        "model_config": json.dumps(model_config)}, tmp)
 
     def resume(self, path: Path, model_config: dict) -> None:
         """Continue from ``path`` when it exists; refuse a state made with another model config."""
