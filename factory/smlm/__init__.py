@@ -14,16 +14,17 @@ Modules in the order the data flows: ``params``/``config`` (values and ranges), 
 (labels: Poisson point process on the density), ``blinking`` (on/off/bleached chain, exact
 on-time per frame), ``psf`` (pixel-integrated Gaussian), ``frames`` (expected image, background,
 camera), ``camera`` (noise model, sCMOS maps), ``kde`` (targets), ``crlb`` (Cramér-Rao bound),
-``fit`` (MLE baseline), ``exports`` (emitter table schema, ThunderSTORM and DECODE tables),
+``fit`` (MLE baseline), ``detect`` (the baseline on whole frames: detect, cut ROIs, fit), ``exports`` (emitter table schema, ThunderSTORM and DECODE tables),
 ``simulate`` (the per-sample stage).
 """
 from factory.smlm.camera import CameraMaps, CameraModel
 from factory.smlm.config import SmlmConfig
 from factory.smlm.crlb import Crlb, crlb, emitter_crlb
+from factory.smlm.detect import DetectConfig, Localizations, detect_fit
 from factory.smlm.fit import FitResult, fit_mle
 from factory.smlm.frames import expected_frames
 from factory.smlm.params import CameraMapsKind, SmlmParams
 from factory.smlm.simulate import SmlmSample, simulate_sample
 
-__all__ = ["CameraMaps", "CameraMapsKind", "CameraModel", "Crlb", "FitResult", "SmlmConfig", "SmlmParams", "SmlmSample",
-           "crlb", "emitter_crlb", "expected_frames", "fit_mle", "simulate_sample"]
+__all__ = ["CameraMaps", "CameraMapsKind", "CameraModel", "Crlb", "DetectConfig", "FitResult", "Localizations", "SmlmConfig", "SmlmParams", "SmlmSample",
+           "crlb", "detect_fit", "emitter_crlb", "expected_frames", "fit_mle", "simulate_sample"]
