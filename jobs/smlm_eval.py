@@ -97,7 +97,8 @@ def evaluate(a: argparse.Namespace) -> list[dict]:
     from factory.smlm import CameraModel, detect_fit, simulate_sample
     from factory.store import Store
 
-    torch.set_num_threads(a.threads) if a.threads else None
+    if a.threads:
+        torch.set_num_threads(a.threads)
     ckpt = checkpoint.load(a.model, kind=ModelKind.sr3)
     g = ckpt.config.geometry
     store = Store.open(a.store)

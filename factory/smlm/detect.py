@@ -82,7 +82,9 @@ def detect_fit(frames_adu: np.ndarray, psf_sigma_nm: float, pixel_nm: float, cam
     for f in range(F):
         for r, c in candidates(photons[f], sigma_px, read_var, cfg.threshold_sigma):
             r0, c0 = min(max(r - k // 2, 0), h - k), min(max(c - k // 2, 0), w - k)
-            owner.append(f), corner.append((r0, c0)), cand.append((r, c))
+            owner.append(f)
+            corner.append((r0, c0))
+            cand.append((r, c))
     out = [Localizations(np.zeros((0, 2)), np.zeros(0), np.zeros(0)) for _ in range(F)]
     if not owner:
         return out
