@@ -74,11 +74,14 @@ def score_frame(pred_nm: np.ndarray, truth: dict, photons: float, tolerance_nm: 
 
 
 def summary(acc: dict) -> dict:
-    tp, fp, fn = acc["tp"], acc["fp"], acc["fn"]
-    rmse = math.sqrt(acc["sq"] / tp) if tp else math.nan
-    bound = math.sqrt(acc["bound_sq"] / tp) if tp else math.nan
-    out = {"tp": tp, "fp": fp, "fn": fn, "jaccard": tp / (tp + fp + fn) if tp + fp + fn else math.nan,
-           "rmse_nm": rmse, "crlb_nm": bound, "rmse_over_crlb": rmse / bound if tp else math.nan}
+    """The challenge metrics (``factory.localize.Scores``) plus the bound and the calibration of the emitters found."""
+    from factory import localize
+
+    scores = localize.Scores(acc["tp"], acc["fp"], acc["fn"], acc["sq"])
+    rmse = scores.rmse_lateral_nm
+    bound = math.sqrt(acc["bound_sq"] / scores.tp) if scores.tp else math.nan
+    out = {"tp": scores.tp, "fp": scores.fp, "fn": scores.fn, "jaccard": scores.jaccard, "rmse_nm": rmse,
+           "crlb_nm": bound, "rmse_over_crlb": rmse / bound if scores.tp else math.nan}
     if acc.get("calib_n"):
         out["calib1"], out["calib2"] = acc["calib1"] / acc["calib_n"], acc["calib2"] / acc["calib_n"]
     return out
