@@ -19,7 +19,9 @@ different one is refused).
    microtubule model), ``real`` (``--structure images`` on the left 80 %: the upper bound).
 3. The test strip is degraded twice with its own seed: ``nominal`` (the middle of the training
    ranges) and ``perturbed`` (PSF 25 % wider, fewer photons, more background: outside the training
-   ranges). Each CARE restores both (``care apply``), and ``evaluate`` scores them against the
+   ranges). The test fields always use ``photon_scale = peak``; ``--photon-scale density`` changes
+   only the training optics (the lever of issue 10: photons that mean the same for every source).
+   Each CARE restores both (``care apply``), and ``evaluate`` scores them against the
    strip (sub-pixel registration, FRC at 1/7, Pearson r). Bicubic upsampling of the same widefield
    images is the floor.
 
@@ -49,9 +51,11 @@ CONDITIONS = ("nominal", "perturbed")
 OPTICS = """schema_version = 1
 downsample = {downsample}
 psf_sigma_nm = [140, 180]
-photons = {{low = 100, high = 1000, log = true}}
+photon_scale = "{scale}"
+photons = {{low = {low:.4g}, high = {high:.4g}, log = true}}
 background_photons = [5, 30]
 """
+PEAK_PHOTONS = (100.0, 1000.0)  # signal photons at the brightest LR pixel (photon_scale = peak)
 NOMINAL = {"psf-sigma-nm": 160, "photons": 300, "background": 15}
 PERTURBED = {"psf-sigma-nm": 200, "photons": 80, "background": 45}
 
@@ -86,6 +90,24 @@ def prepare_real(out: Path, hr_pixel_nm: float, multiple: int) -> tuple[Path, Pa
     images.write_tiff(train_tif, img[:, :cut].astype(np.float32), hr_pixel_nm, overwrite=True)
     images.write_tiff(strip_tif, strip[:h, :w].astype(np.float32), hr_pixel_nm, overwrite=True)
     return train_tif, strip_tif
+
+
+def density_photons(train_tif: Path, hr_size: int, hr_pixel_nm: float, downsample: int) -> tuple[float, float]:
+    """``PEAK_PHOTONS`` restated for ``photon_scale = density``: divided by the median brightest-LR-pixel
+    signal that one photon per unit density gives on the real arm's HR tiles (normalized as every
+    source is, at the nominal PSF). The real structure then gets the same photons under both
+    definitions, and every other source gets photons in proportion to its own density."""
+    from factory import images
+    from factory.optics.contrast import tiles
+    from factory.optics.degrade import expected_photons
+    from factory.optics.params import DegradationParams, PhotonScale
+
+    hr, _ = images.normalize_unit(images.read_stack(train_tif).data[0].astype(np.float64))
+    unit = DegradationParams(photons=1.0, photon_scale=PhotonScale.DENSITY, background_photons=0.0,
+                             psf_sigma_nm=NOMINAL["psf-sigma-nm"], downsample=downsample)
+    peak = expected_photons(tiles(hr, hr_size), hr_pixel_nm, unit).max(axis=(1, 2))  # (T,)
+    per_photon = float(np.median(peak[peak > 0]))
+    return PEAK_PHOTONS[0] / per_photon, PEAK_PHOTONS[1] / per_photon
 
 
 def bicubic(lr_tif: Path, out: Path, factor: int) -> Path:
@@ -132,14 +154,18 @@ def run(a: argparse.Namespace) -> list[dict]:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in sorted(vars(a).items()) if k not in ("out", "arms", "seeds")}
+    if settings["photon_scale"] == "peak":
+        del settings["photon_scale"]  # the default is implied: runs made before the flag resume
     kept = out / "settings.json"
     if kept.exists() and json.loads(kept.read_text()) != settings:
         raise SystemExit(f"care_benchmark: {out} holds a run with other settings ({kept}); use another --out.")
+    train_tif, strip = prepare_real(out, a.hr_pixel_nm, 4 * a.downsample)
     optics = out / "optics.toml"
     if not kept.exists():
         kept.write_text(json.dumps(settings, indent=1))
-        optics.write_text(OPTICS.format(downsample=a.downsample))
-    train_tif, strip = prepare_real(out, a.hr_pixel_nm, 4 * a.downsample)
+        low, high = (density_photons(train_tif, a.hr_size, a.hr_pixel_nm, a.downsample)
+                     if a.photon_scale == "density" else PEAK_PHOTONS)
+        optics.write_text(OPTICS.format(downsample=a.downsample, scale=a.photon_scale, low=low, high=high))
     widefield = {}
     for cond, params in (("nominal", NOMINAL), ("perturbed", PERTURBED)):
         widefield[cond] = out / f"heldout_lr_{cond}.tif"
@@ -200,6 +226,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--downsample", type=int, default=4, help="widefield pixel = downsample x HR pixel (160 nm, an EMCCD's)")
     ap.add_argument("--model", default="default", help="the ddpm arm's model")
     ap.add_argument("--ddpm-steps", type=int, default=20, help="the ddpm arm's sampler steps (DPM-Solver++)")
+    ap.add_argument("--photon-scale", choices=("peak", "density"), default="peak",
+                    help="what the training optics' photons mean (density: the peak range restated per unit "
+                         "of HR density on the real arm's tiles; the test fields keep peak photons)")
     ap.add_argument("--care-steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for CARE training (0: torch's default)")

@@ -40,3 +40,39 @@ def test_summary_reports_the_ratio_the_issue_targets():
     assert "| ddpm | nominal | 2 | 105.0 [100.0-110.0] |" in text
     assert "DDPM / math-model FRC ratio, nominal: 0.750" in text
     assert "DDPM / real-structure FRC ratio, nominal: 1.167" in text
+
+
+def test_density_photons_give_the_real_tiles_the_peak_photons(tmp_path):
+    """--photon-scale density restates PEAK_PHOTONS per unit density: at the restated low end, the
+    median real tile's brightest LR pixel gets PEAK_PHOTONS[0] signal photons, which is what
+    photon_scale = peak gives every tile (checked through the peak path of expected_photons)."""
+    import numpy as np
+
+    from factory import images
+    from factory.optics.config import DegradationConfig
+    from factory.optics.contrast import tiles
+    from factory.optics.degrade import expected_photons
+    from factory.optics.params import DegradationParams, PhotonScale
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((256, 192))
+    for _ in range(40):  # random straight filaments of random brightness
+        y, x, angle, b = rng.uniform(0, 256), rng.uniform(0, 192), rng.uniform(0, np.pi), rng.uniform(0.2, 1)
+        t = np.arange(-150, 150, 0.5)
+        yy, xx = np.round(y + t * np.sin(angle)).astype(int), np.round(x + t * np.cos(angle)).astype(int)
+        keep = (yy >= 0) & (yy < 256) & (xx >= 0) & (xx < 192)
+        img[yy[keep], xx[keep]] = np.maximum(img[yy[keep], xx[keep]], b)
+    tif = tmp_path / "real.tif"
+    images.write_tiff(tif, (img * 37.0).astype(np.float32), 40.0)  # the scale must not matter
+    low, high = care_benchmark.density_photons(tif, 64, 40.0, 4)
+    assert high / low == pytest.approx(10.0)
+    hr = tiles(images.normalize_unit(img)[0], 64)
+    nominal = dict(background_photons=0.0, psf_sigma_nm=care_benchmark.NOMINAL["psf-sigma-nm"], downsample=4)
+    dens = expected_photons(hr, 40.0, DegradationParams(photons=low, photon_scale=PhotonScale.DENSITY, **nominal))
+    peak = expected_photons(hr, 40.0, DegradationParams(photons=care_benchmark.PEAK_PHOTONS[0], **nominal))
+    assert np.median(dens.max(axis=(1, 2))) == pytest.approx(np.median(peak.max(axis=(1, 2))), rel=1e-4)
+    assert np.median(peak.max(axis=(1, 2))) == pytest.approx(care_benchmark.PEAK_PHOTONS[0], rel=1e-4)
+    toml = tmp_path / "optics.toml"
+    toml.write_text(care_benchmark.OPTICS.format(downsample=4, scale="density", low=low, high=high))
+    cfg = DegradationConfig.load(toml)
+    assert cfg.photon_scale is PhotonScale.DENSITY and cfg.photons.low == pytest.approx(low, rel=1e-3)
