@@ -40,3 +40,12 @@ def test_a_condition_gives_its_active_density_and_photons(density):
     assert s.stats["active_per_um2"] == pytest.approx(density, rel=0.3)
     full = s.emitters.column("on_fraction").to_numpy() > 0.999
     assert np.allclose(s.emitters.column("photons").to_numpy()[full], 1000.0)  # no brightness spread
+
+
+def test_table_shows_the_true_kde_readout_when_measured():
+    part = {"tp": 3, "fp": 0, "fn": 1, "jaccard": 0.75, "rmse_nm": 12.0, "crlb_nm": 6.0, "rmse_over_crlb": 2.0}
+    row = {"photons": 1000.0, "active_per_um2": 0.5, "diffusion": {**part, "calib1": 0.6, "calib2": 0.9}, "mle": part}
+    old = smlm_eval.table([row]).splitlines()[-1]
+    assert old.endswith("| 0.60 / 0.90 | - |")  # rows made before the readout column
+    new = smlm_eval.table([{**row, "readout": {**part, "rmse_nm": 1.25, "jaccard": 1.0}}]).splitlines()[-1]
+    assert new.endswith("| 0.60 / 0.90 | 1.2 / 1.00 |")
