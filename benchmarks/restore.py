@@ -2,10 +2,13 @@
 
     python benchmarks/restore.py                      # ~10 min on one quiet core
     python benchmarks/restore.py --train-steps 0      # speed and memory only
+    python benchmarks/restore.py --model smlm --train-steps 0   # the shipped model at its searched schedule
 
 1. Speed (weights do not matter for it): the ``small`` preset (3.3 M parameters, 2 input
    channels) on 16x16 camera frames at 100 nm -> 64x64 HR at 25 nm, 50 ancestral steps:
-   frames restored per second at K = 1 and K = 8 (batch 16 rows), and the ratio.
+   frames restored per second at K = 1 and K = 8 (batch 16 rows), and the ratio. With ``--model``
+   (``smlm`` or a path): that checkpoint on frames of its own geometry (16x16 camera px unless
+   ``--lr-side``), with the sampler and steps its schedule search chose.
 2. Quality vs steps: a ``tiny`` model trained ``--train-steps`` steps on Gaussian spots
    (1-4 emitters per 8x8 frame, 1000-5000 photons, 5 e- background), then the schedule
    search on 32 held-out frames: one row per (sampler, steps, gamma_N) with lateral RMSE,
@@ -38,17 +41,23 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def speed(frames: int, steps: int) -> None:
-    geometry = SmlmGeometry(100.0, 25.0, 25.0, 110.0)
-    unet = PRESETS["small"]
-    cfg = ConditionalConfig(unet, geometry, electrons_scale=100.0, sampler=SamplerConfig(kind=SamplerKind.ddpm, steps=steps))
-    torch.manual_seed(0)
-    net = cfg.build().eval().requires_grad_(False)
-    with torch.no_grad():
-        for p in net.parameters():  # random weights: realistic arithmetic, no zero shortcuts
-            p.normal_(0, 0.02)
-    ckpt = checkpoint.Checkpoint(net, cfg)
-    spots = GaussianSpots(frames, 0, geometry, lr_side=16)
+def speed(frames: int, steps: int, model: str | None, lr_side: int) -> None:
+    if model is None:
+        geometry = SmlmGeometry(100.0, 25.0, 25.0, 110.0)
+        cfg = ConditionalConfig(PRESETS["small"], geometry, electrons_scale=100.0,
+                                sampler=SamplerConfig(kind=SamplerKind.ddpm, steps=steps))
+        torch.manual_seed(0)
+        net = cfg.build().eval().requires_grad_(False)
+        with torch.no_grad():
+            for p in net.parameters():  # random weights: realistic arithmetic, no zero shortcuts
+                p.normal_(0, 0.02)
+        ckpt, name = checkpoint.Checkpoint(net, cfg), "small preset (random weights)"
+    else:
+        ckpt = checkpoint.load(model, kind=ModelKind.sr3)
+        geometry, name = ckpt.config.geometry, f"{model} ({ckpt.config.sampler.kind.value})"
+        steps = ckpt.config.sampler.steps
+    hr_side = lr_side * round(geometry.lr_pixel_nm / geometry.hr_pixel_nm)
+    spots = GaussianSpots(frames, 0, geometry, lr_side=lr_side, emitters=(2, 8), photons=(1000.0, 5000.0), background_e=20.0)
     x = np.stack([spots[i].frame_e for i in range(frames)])
     rates = {}
     for k in (1, 8):
@@ -56,7 +65,7 @@ def speed(frames: int, steps: int) -> None:
         t0 = time.perf_counter()
         results = list(restore(ckpt, x[:n], RestoreConfig(samples=k, batch_size=16)))
         rates[k] = len(results) / (time.perf_counter() - t0)
-    print(f"small preset, 16x16 -> 64x64 px, {steps} steps, {torch.get_num_threads()} threads: "
+    print(f"{name}, {lr_side}x{lr_side} -> {hr_side}x{hr_side} px, {steps} steps, {torch.get_num_threads()} threads: "
           f"K=1 {rates[1]:.2f} frames/s, K=8 {rates[8]:.3f} frames/s, ratio K1/K8 {rates[1] / rates[8]:.1f}")
 
 
@@ -83,11 +92,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--model", default=None, help="a conditional checkpoint ('smlm': the shipped one); "
+                    "default: the small preset with random weights")
+    ap.add_argument("--lr-side", type=int, default=16, help="camera frame side, px")
     ap.add_argument("--train-steps", type=int, default=1500, help="0: skip the quality part")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as the Ray actors run; stable on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    speed(args.frames, args.steps)
+    speed(args.frames, args.steps, args.model, args.lr_side)
     print(f"peak RSS after speed: {peak_rss_mib():.0f} MiB")
     if args.train_steps:
         quality(args.train_steps)
