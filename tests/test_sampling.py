@@ -70,6 +70,7 @@ def test_cli_sample_happy_path(tiny_model, tmp_path):
                "--seed", "3", "--out", str(out))
     assert r.exit_code == 0, r.output
     assert "images/s" in r.output
+    assert "sample ddim x6: 5/5 images" in r.output  # stderr is a log file here: a plain progress line, not a bar
     stack = images.read_stack(out)
     assert stack.data.shape == (5, 16, 16) and stack.data.dtype == np.float32
     assert stack.pixel_nm == pytest.approx(20.0)  # the model's HR pixel size travels with the images

@@ -127,14 +127,11 @@ def verify_command(
     """Check every committed sample against its checksum (decoded through zarr-python), the metadata third-party
     readers need, manifest rows against the run spec, and look for missing, duplicate, foreign or stray data.
     Exit 0 and "OK"; exit 1 with the list and the command that fixes it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
+    from factory.cli.progress import Bar
     from factory.store.verify import verify
 
-    with Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("verify", total=None)
-        report = verify(store, on_shard=lambda k: bar.advance(task))
+    with Bar("verify", "shards", transient=True) as bar:
+        report = verify(store, on_shard=lambda k: bar.advance())
     failures, notes = report.failures(allow_incomplete), report.notes(allow_incomplete)
     for p in notes:
         console.print(f"note: {p.line()}", highlight=False, markup=False)
@@ -229,17 +226,14 @@ def audit_command(
     """Memorization check: for every committed sample, the max normalized cross-correlation (Pearson,
     under the 8 flips/rotations) with any HR-sized training patch, written to STORE/audit/audit.parquet
     (query it as table `audit`, joined on sample_id)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from factory import query
+    from factory.cli.progress import Bar
     from factory.audit import AuditConfig, audit
 
     cfg = AuditConfig(train=tuple(train), data_pixel_nm=data_pixel_nm, stride=stride, batch=batch, chunk=chunk, overwrite=overwrite)
     opened = query.open_store(store)
-    with Progress(TextColumn("[bold]audit"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("audit", total=None)
-        result = audit(opened, cfg, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with Bar("audit", "samples", transient=True) as bar:
+        result = audit(opened, cfg, on_progress=lambda done, total: bar.update(done, total=total))
     top = ", ".join(f"#{i} {s:.3f}" for i, s in result.top)
     typer.echo(f"audited {result.samples} samples against {result.patches} training patches: max NCC {result.max_ncc:.3f}, "
                f"mean {result.mean_ncc:.3f} (Saguy et al. 2023: 0.345 max / 0.336 mean for generated vs training, "

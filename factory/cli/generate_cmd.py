@@ -7,11 +7,10 @@ from pathlib import Path
 import typer
 
 from factory.cli.app import command, console
+from factory.cli.progress import LOG_EVERY_S
 from factory.diffusion.sampler_config import SamplerKind  # torch-free
 from factory.pipeline.spec import DEFAULT_STORE, Product
 from factory.structures.config import StructureKind
-
-LOG_EVERY_S = 10.0  # progress line interval when stderr is not a terminal (a log file)
 
 
 class ProgressView:

@@ -44,9 +44,9 @@ def restore_command(
     import time
 
     import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from factory import images
+    from factory.cli.progress import Bar
     from factory.device import pick_device
     from factory.diffusion import checkpoint
     from factory.diffusion.kinds import ModelKind
@@ -81,11 +81,9 @@ def restore_command(
     F, h, w = frames_e.shape
     H, W = h * geometry.upscale, w * geometry.upscale
     n_steps = (chosen or ckpt.config.sampler).steps
-    progress = Progress(TextColumn(f"restore K={samples}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     t0, n_locs = time.perf_counter(), 0
-    with progress, tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".restore-") as tmp:
-        task = progress.add_task("restore", total=F)
+    with Bar(f"restore K={samples}", "frames", total=F) as bar, \
+            tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".restore-") as tmp:
         std = np.lib.format.open_memmap(Path(tmp) / "std.npy", mode="w+", dtype=np.float32, shape=(F, H, W))
         table = Path(tmp) / "locs.csv"
         with open(table, "w", newline="") as fh:
@@ -100,7 +98,7 @@ def restore_command(
                         n_locs += 1
                         writer.writerow([n_locs, r.frame + 1, round(float(x), 2), round(float(y), 2), round(float(p), 1),
                                          round(float(u), 2) if math.isfinite(u) else "NaN"])
-                    progress.update(task, completed=r.frame + 1)
+                    bar.update(r.frame + 1)
                     yield r.mean
 
             images.write_tiff_frames(mean_path, means(), (F, H, W), np.float32, geometry.hr_pixel_nm, overwrite)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from factory.cli.app import check_output, command, console
+from factory.cli.progress import Bar
 from factory.diffusion.sampler_config import SamplerConfig, SamplerKind
 
 
@@ -27,7 +28,6 @@ def sample_command(
 ) -> None:
     """Sample HR images from the diffusion model and write them as one float32 TIFF stack."""
     import numpy as np
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from factory import images
     from factory.device import pick_device
@@ -49,18 +49,14 @@ def sample_command(
     side = check_size(ckpt, size, "--size")
 
     hr = np.empty((n, side, side), np.float32)
-    progress = Progress(TextColumn(f"sample {cfg.kind.value} x{cfg.steps}"), BarColumn(),
-                        TextColumn("{task.completed:.0f}/{task.total} images"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console)
     t0 = time.perf_counter()
-    with progress:
-        task = progress.add_task("sample", total=n)
+    with Bar(f"sample {cfg.kind.value} x{cfg.steps}", "images", total=n) as bar:
         for start in range(0, n, batch_size):
             ids = range(start, min(start + batch_size, n))
             per_call = len(ids) / cfg.steps
             hr[start:start + len(ids)] = sample_images(ckpt, ids, seed, cfg, size=side, device=dev, bf16=bf16,
-                                                       on_step=lambda: progress.advance(task, per_call))
-            progress.update(task, completed=start + len(ids))
+                                                       on_step=lambda: bar.advance(per_call))
+            bar.update(start + len(ids))
     elapsed_s = time.perf_counter() - t0
     images.write_tiff(out, hr, pixel_nm=ckpt.config.hr_pixel_nm, overwrite=overwrite)
     console.print(f"{n} images of {side}x{side} px ({ckpt.config.hr_pixel_nm:g} nm/px) in {elapsed_s:.1f} s "
