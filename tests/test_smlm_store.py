@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from conftest import uncommit
 from factory import query
 from factory.cli import app
+from factory.diffusion import checkpoint
+from factory.diffusion.kinds import ModelKind
 from factory.data import FrameConfig, FrameDataset, FrameNormalization
 from factory.pipeline.driver import generate
 from factory.pipeline.spec import ClusterConfig, GenerateConfig, Product
@@ -208,6 +210,8 @@ def test_train_smlm_streams_the_store_and_restore_localizes_its_frames(made, tmp
     r = runner.invoke(app, ["train-smlm", "--store", str(d / "a.zarr"), "--out", str(model), "--preset", "tiny",
                             "--steps", "4", "--batch-size", "4", "--checkpoint-every", "4", "--device", "cpu"])
     assert r.exit_code == 0 and model.exists(), r.output
+    n_rows = len(checkpoint.load(model, kind=ModelKind.sr3).card["schedule_search"])  # the search reports every candidate
+    assert f"schedule search {n_rows}/{n_rows}: " in r.output and "step 4/4" in r.output
     r = runner.invoke(app, ["export", str(d / "a.zarr"), "--format", "thunderstorm", "--out", str(tmp_path / "ts"),
                             "--where", "sample_id = 5"])
     assert r.exit_code == 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -77,8 +78,11 @@ def _candidates(search: SearchConfig, floor: float) -> list[tuple[ScheduleConfig
 
 
 def search(model: torch.nn.Module, cfg: ConditionalConfig, holdout: SmlmSource, config: SearchConfig = SearchConfig(),
-           device: torch.device | str = "cpu", bf16: bool = False) -> tuple[ScheduleConfig, SamplerConfig, list[dict]]:
-    """Score every candidate on held-out frames; returns (best schedule, its sampler, one row per candidate)."""
+           device: torch.device | str = "cpu", bf16: bool = False,
+           on_row: Callable[[int, int, dict], None] | None = None) -> tuple[ScheduleConfig, SamplerConfig, list[dict]]:
+    """Score every candidate on held-out frames; returns (best schedule, its sampler, one row per candidate).
+
+    ``on_row(i, n, row)`` is called after candidate i of n (from 1) is scored: the search takes minutes."""
     if len(holdout) == 0:
         raise FactoryError("the held-out data is empty, so no inference schedule can be chosen; keep some frames out of training.")
     pick = np.unique(np.linspace(0, len(holdout) - 1, min(config.frames, len(holdout))).astype(int))
@@ -92,7 +96,8 @@ def search(model: torch.nn.Module, cfg: ConditionalConfig, holdout: SmlmSource, 
     threshold = config.threshold * localize.isolated_peak(geometry.kde_sigma_px)
     rows, best, best_key = [], None, None
     floor = float(alphas_cumprod(cfg.train_schedule)[-1])  # gamma_T of training: 4.39e-5 for SR3's range
-    for schedule, sampler, gamma in _candidates(config, floor):
+    candidates = _candidates(config, floor)
+    for i, (schedule, sampler, gamma) in enumerate(candidates, 1):
         t0 = time.perf_counter()
         kde = np.concatenate([
             sample_kde(model, cfg, frames[s:s + config.batch_size],
@@ -109,6 +114,8 @@ def search(model: torch.nn.Module, cfg: ConditionalConfig, holdout: SmlmSource, 
         row = {"sampler": sampler.kind.value, "steps": schedule.num_timesteps, "final_gamma": gamma,
                "beta_end": schedule.beta_end, "mse": mse, **scores.to_dict(), "seconds": round(seconds, 3)}
         rows.append(row)
+        if on_row is not None:
+            on_row(i, len(candidates), row)
         efficiency = scores.efficiency if math.isfinite(scores.efficiency) else -math.inf
         key = (-efficiency, mse, schedule.num_timesteps)
         if best_key is None or key < best_key:

@@ -155,7 +155,13 @@ def train_smlm(cfg: SmlmTrainConfig, train: SmlmSource, holdout: SmlmSource, con
     elif out.is_file() and "schedule_search" in checkpoint.load(out, kind=ModelKind.sr3).card:
         return out  # complete and searched: nothing to do
     ema = state.ema.eval()
-    schedule, sampler, rows = schedule_search.search(ema, model_cfg, holdout, cfg.search, device, cfg.bf16)
+    def report(i: int, n: int, row: dict) -> None:
+        if console is not None:
+            console.print(f"schedule search {i}/{n}: {row['sampler']} x{row['steps']}, final gamma {row['final_gamma']:g}: "
+                          f"Jaccard {row['jaccard']:.3f}, RMSE {row['rmse_lateral_nm']:.1f} nm, {row['seconds']:.0f} s",
+                          highlight=False, markup=False)
+
+    schedule, sampler, rows = schedule_search.search(ema, model_cfg, holdout, cfg.search, device, cfg.bf16, on_row=report)
     checkpoint.save(out, ema, replace(model_cfg, inference=schedule, sampler=sampler),
                     {**card, "steps": state.step, "train_wall_s": round(state.wall_s, 1), "final": state.step >= cfg.steps,
                      "inference_schedule": "searched on held-out data", "schedule_search": rows})
