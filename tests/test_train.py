@@ -183,3 +183,29 @@ def test_cli_train_refuses_impossible_numbers_in_one_sentence(train_tif, tmp_pat
     assert r.exit_code == 2, r.output
     assert words in r.output and r.output.strip().startswith("error:") and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_fine_tuning_starts_from_the_source_weights_at_another_pixel_size(train_tif, tmp_path):
+    """--init: a new run at another pixel size and patch size starts from the source's weights (one step at a
+    tiny learning rate stays within it), its card says so, and a resume does not re-initialize."""
+    src = train(_cfg(train_tif, tmp_path / "src.safetensors", hr_pixel_nm=20.0))
+    ws, _ = _weights(src)
+    out = tmp_path / "ft.safetensors"
+    train(_cfg(train_tif, out, init=str(src), steps=1, lr=1e-9, patch_size=32, hr_pixel_nm=10.0))
+    wf, ck = _weights(out)
+    assert ck.config.hr_pixel_nm == 10.0 and ck.config.unet.image_size == 32
+    assert all(torch.allclose(wf[k], ws[k], atol=1e-6) for k in ws)
+    assert ck.card["initialized_from"] == f"{src} (model id {checkpoint.load(src).model_id})"
+    scratch, _ = _weights(train(_cfg(train_tif, tmp_path / "scratch.safetensors", steps=1, lr=1e-9, patch_size=32)))
+    assert not all(torch.allclose(scratch[k], ws[k], atol=1e-3) for k in ws)  # the comparison could fail
+
+    train(_cfg(train_tif, out, init=str(src), steps=4, patch_size=32, hr_pixel_nm=10.0))  # resumes at step 1
+    assert checkpoint.load(out).card["steps"] == 4 and checkpoint.load(out).card["initialized_from"] == str(src)
+
+
+def test_fine_tuning_refuses_another_network_in_one_sentence(train_tif, tmp_path):
+    src = train(_cfg(train_tif, tmp_path / "src.safetensors", steps=1))
+    r = runner.invoke(app, ["train", "--data", str(train_tif), "--out", str(tmp_path / "ft.safetensors"), "--preset",
+                            "small", "--steps", "1", "--init", str(src)])
+    assert r.exit_code == 2 and "network or noise schedule differs" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "ft.safetensors").exists()

@@ -26,6 +26,7 @@ def train_command(
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu or cuda[:N]."),
     bf16: bool = typer.Option(False, help="bf16 autocast (GPU; no gain measured on CPU)."),
     resume: bool = typer.Option(True, help="Resume from <out>.state.pt when it exists (--no-resume refuses to touch an existing run)."),
+    init: str = typer.Option(None, "--init", help="Fine-tune: start a new run from this DDPM's weights ('default' or a .safetensors of the same preset), e.g. at another --hr-pixel-nm; ignored when <out>.state.pt resumes. (default: random initialization)"),
 ) -> None:
     """Train the diffusion model on super-resolution images (patches with overlap, 8 flips/rotations, EMA)."""
     from factory.diffusion.train import TrainConfig, train, state_path
@@ -36,6 +37,6 @@ def train_command(
     cfg = TrainConfig(data=[str(p) for p in data], out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                       patch_size=patch_size, hr_pixel_nm=hr_pixel_nm, data_pixel_nm=data_pixel_nm,
                       holdout_fraction=holdout_fraction, seed=seed, checkpoint_every=checkpoint_every,
-                      max_minutes=max_minutes, device=device, bf16=bf16)
+                      max_minutes=max_minutes, device=device, bf16=bf16, init=init)
     path = train(cfg, console=console)
     console.print(f"model written to {path}")

@@ -50,6 +50,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False
     card: dict = field(default_factory=dict)  # extra model-card fields (data attribution, ...)
+    init: str | None = None  # fine-tune: a new run starts from this DDPM's weights ("default" or a path)
 
     @property
     def loop(self) -> LoopConfig:
@@ -172,6 +173,26 @@ def ddpm_loss(train_x: torch.Tensor, abar: torch.Tensor, batch_size: int, device
     return loss
 
 
+def initialize_from(state: training.TrainingState, model: str, model_cfg: checkpoint.ModelConfig) -> str:
+    """Fine-tuning: copy a DDPM's weights into the new run's network and EMA; returns that model's id.
+
+    The UNet is fully convolutional, so patch size and pixel size may differ from the source model's;
+    every other part of the network (preset, channels, attention levels) must match, and the noise
+    schedule must be the same (the weights predict noise for its levels)."""
+    src = checkpoint.load(model)
+    mine, theirs = model_cfg.unet, src.config.unet
+    scale = mine.image_size / theirs.image_size  # attention levels are stored as feature-map sizes
+    same_net = (replace(theirs, image_size=mine.image_size,
+                        attention_resolutions=tuple(round(r * scale) for r in theirs.attention_resolutions)) == mine)
+    if not same_net or src.config.schedule != model_cfg.schedule:
+        raise FactoryError(f"--init {model}: its network or noise schedule differs from this run's "
+                           f"(preset and timesteps must match to fine-tune); train from scratch without --init.")
+    weights = src.model.state_dict()
+    state.net.load_state_dict(weights)
+    state.ema.load_state_dict(weights)
+    return src.model_id
+
+
 def train(cfg: TrainConfig, console=None) -> Path:
     """Train (or resume) the unconditional DDPM; returns the checkpoint path."""
     model_cfg, data = resolve(cfg)
@@ -183,9 +204,11 @@ def train(cfg: TrainConfig, console=None) -> Path:
     device = pick_device(cfg.device)
     loop = cfg.loop
     state = training.TrainingState(lambda: UNet(model_cfg.unet), loop, device)
+    resumed = state_path(out).exists()
     state.resume(state_path(out), model_cfg.to_dict())
     if state.step >= cfg.steps:
         return out
+    init = initialize_from(state, cfg.init, model_cfg) if cfg.init is not None and not resumed else None
 
     abar = alphas_cumprod(model_cfg.schedule).float()  # (T,)
     data_mean = float(data.train.mean())
@@ -194,6 +217,8 @@ def train(cfg: TrainConfig, console=None) -> Path:
             "training_images": data.sources, "train_patches": len(data.train), "holdout_patches": len(data.holdout),
             "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay, "seed": cfg.seed,
             "holdout": f"right {cfg.holdout_fraction:.0%} of every image", "device": str(device)}
+    if cfg.init is not None:  # a resumed fine-tune keeps saying where it started
+        card["initialized_from"] = f"{cfg.init} (model id {init})" if init else cfg.init
 
     def write_checkpoint(ema: torch.nn.Module, final: bool) -> None:
         prior = calibrate_x0_prior(ema, model_cfg.schedule, calibration_patches, data_mean)
