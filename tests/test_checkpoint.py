@@ -186,6 +186,10 @@ def test_cli_sample_refuses_a_checkpoint_with_pixel_size_zero(tmp_path):
     assert not (tmp_path / "s.tif").exists()
 
 
-def test_the_shipped_model_still_loads():
-    ck = checkpoint.load("default")
-    assert ck.kind.value == "factory-ddpm" and ck.config.hr_pixel_nm > 0 and ck.config.x0_prior is not None
+@pytest.mark.parametrize("name, pixel_nm", [("default", 40.0), ("default20", 20.0)])
+def test_the_shipped_models_still_load(name, pixel_nm):
+    ck = checkpoint.load(name)
+    assert ck.kind.value == "factory-ddpm" and ck.config.hr_pixel_nm == pixel_nm and ck.config.x0_prior is not None
+    assert checkpoint.SHIPPED[name].stat().st_size < 20e6 and "CC-BY-4.0" in ck.card["attribution"]
+    if name == "default20":  # fine-tuned from the shipped 40 nm model, and says so
+        assert ck.card["initialized_from"].startswith("default (model id ")

@@ -52,11 +52,11 @@ def test_sample_images_sizes_and_range(tiny_model):
         sample_images(ckpt, [0], 0, SamplerConfig(steps=51))
 
 
-@pytest.mark.parametrize("kind, steps", [("ddim", 10), ("dpmpp", 10)])
-def test_shipped_model_draws_sparse_filaments_not_bright_fields(kind, steps):
+@pytest.mark.parametrize("model, kind, steps", [("default", "ddim", 10), ("default", "dpmpp", 10), ("default20", "dpmpp", 10)])
+def test_shipped_model_draws_sparse_filaments_not_bright_fields(model, kind, steps):
     """Held-out STORM patches: 1-3 % of pixels above 0.5, patch means 0.005-0.15. Before the x0 prior,
     half the shipped model's samples were bright textured fields (bright fraction 0.55)."""
-    ckpt = checkpoint.load("default")
+    ckpt = checkpoint.load(model)
     assert ckpt.config.x0_prior is not None and ckpt.config.x0_prior.mean < -0.5
     hr = sample_images(ckpt, range(8), 0, SamplerConfig(kind=kind, steps=steps))  # (8, 64, 64) in [0, 1]
     assert (hr > 0.5).mean() < 0.08

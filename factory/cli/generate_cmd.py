@@ -52,7 +52,7 @@ def generate_command(
     out: str = typer.Option(DEFAULT_STORE, "--out", help="Store to write: a folder, or a URL (s3://bucket/pairs.zarr, gs://..., file:///...). An existing store made with the same settings is resumed; one made with other settings is refused unless --overwrite."),
     structure: StructureKind = typer.Option(StructureKind.ddpm, "--structure", help="Where the HR structures come from: ddpm (a diffusion model), simulate (the mathematical microtubule model) or images (random patches of --images)."),
     mode: Product = typer.Option(Product.pairs, "--mode", help="What is made of each structure: pairs (LR widefield frame + HR, for restoration/CARE) or smlm (SMLM frame stack, per-frame KDE targets and emitter table, for localization)."),
-    model: str = typer.Option("default", "--model", help="ddpm: 'default' (the shipped model) or a checkpoint path (.safetensors); it reaches the workers through Ray's object store."),
+    model: str = typer.Option("default", "--model", help="ddpm: 'default' (the shipped 40 nm model), 'default20' (its 20 nm fine-tune) or a checkpoint path (.safetensors); it reaches the workers through Ray's object store."),
     sampler: SamplerKind = typer.Option(SamplerKind.dpmpp, "--sampler", help="With --structure ddpm: " + SamplerKind.help()),
     steps: int = typer.Option(20, "--steps", min=1, help="ddpm: sampler steps = network evaluations per image (<= the model's T)."),
     eta: float = typer.Option(0.0, "--eta", min=0.0, max=1.0, help="ddpm with --sampler ddim: noise scale in [0, 1] (0 = deterministic, 1 = DDPM-like)."),

@@ -13,7 +13,7 @@ from factory.diffusion.sampler_config import SamplerConfig, SamplerKind
 
 @command("sample")
 def sample_command(
-    model: str = typer.Option("default", "--model", help="Checkpoint: 'default' (the shipped model) or a .safetensors path."),
+    model: str = typer.Option("default", "--model", help="Checkpoint: 'default' (the shipped 40 nm model), 'default20' (its 20 nm fine-tune) or a .safetensors path."),
     n: int = typer.Option(16, "--n", help="Number of images to sample (ids 0..n-1)."),
     sampler: str = typer.Option(SamplerKind.dpmpp.value, "--sampler", help=SamplerKind.help()),
     steps: int = typer.Option(20, "--steps", help="Network evaluations per image, 1..T (T: the model's training timesteps, 2000 for the shipped model)."),

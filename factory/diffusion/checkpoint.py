@@ -153,11 +153,13 @@ def _canonical(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
-SHIPPED = {"default": DEFAULT_MODEL, "smlm": DEFAULT_MODEL.with_name("smlm.safetensors")}  # name -> file in the package
+SHIPPED = {"default": DEFAULT_MODEL, "default20": DEFAULT_MODEL.with_name("default20.safetensors"),
+           "smlm": DEFAULT_MODEL.with_name("smlm.safetensors")}  # name -> file in the package
 
 
 def resolve(model: str | Path) -> Path:
-    """``default`` -> the shipped DDPM, ``smlm`` -> the shipped conditional model; anything else is a path."""
+    """``default`` -> the shipped DDPM (40 nm), ``default20`` -> its 20 nm fine-tune, ``smlm`` -> the shipped
+    conditional model; anything else is a path."""
     return SHIPPED.get(str(model), Path(model))
 
 
