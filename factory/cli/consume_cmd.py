@@ -227,8 +227,8 @@ def audit_command(
     under the 8 flips/rotations) with any HR-sized training patch, written to STORE/audit/audit.parquet
     (query it as table `audit`, joined on sample_id)."""
     from factory import query
-    from factory.cli.progress import Bar
     from factory.audit import AuditConfig, audit
+    from factory.cli.progress import Bar
 
     cfg = AuditConfig(train=tuple(train), data_pixel_nm=data_pixel_nm, stride=stride, batch=batch, chunk=chunk, overwrite=overwrite)
     opened = query.open_store(store)
