@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-import time
+import types
 
 from rich.console import Console
 
@@ -15,10 +15,12 @@ def _bar_into(buffer: io.StringIO, monkeypatch, **kw) -> progress.Bar:
 
 
 def test_a_log_file_gets_a_line_per_interval_and_one_at_the_end(monkeypatch):
-    out = io.StringIO()
-    with _bar_into(out, monkeypatch, total=4, every_s=0.05) as bar:
+    out, now = io.StringIO(), [1000.0]
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: now[0]))  # a clock the test moves
+    with _bar_into(out, monkeypatch, total=4, every_s=10) as bar:
+        now[0] += 9.9
         bar.update(1)  # before the first interval: no line
-        time.sleep(0.06)
+        now[0] += 0.2
         bar.update(2)  # the interval has passed: a line with an ETA
         bar.advance(2)  # done: a line, and no second one on exit
     lines = out.getvalue().splitlines()
