@@ -226,7 +226,8 @@ def _run(loc: Location, plan: planning.Plan, cluster: ClusterConfig, lease: Leas
                 break
             if time.monotonic() - state["polled"] > POLL_S:
                 resize()
-            ready, _ = ray.wait(list(starting) + list(commits), num_returns=1, timeout=1.0)  # a started actor first: it gets work at once
+            # a loaded actor first: ray.wait returns ready refs in list order, and a new actor must get work at once
+            ready, _ = ray.wait(list(starting) + list(commits), num_returns=1, timeout=1.0)
             for ref in ready:
                 if ref in starting:
                     w = starting.pop(ref)
