@@ -346,6 +346,7 @@ def test_progress_goes_to_a_log_file_as_lines(r1, ray_local, tiny_model, tmp_pat
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if line.startswith("generate: ")]
     assert lines and lines[-1].startswith("generate: 6/6 samples") and "samples/s" in lines[-1]
+    assert not any("nan" in line for line in lines) and "ETA" not in lines[-1]  # no ETA without a rate, none at the end
     assert "Token authentication is enabled" not in r.output
 
 

@@ -1,6 +1,7 @@
 """``factory generate``: make N samples on Ray into a Zarr v3 + Parquet store (local folder or object storage)."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -37,9 +38,11 @@ class ProgressView:
         now = time.monotonic()
         if now - self.last_line >= LOG_EVERY_S or p.done == p.n:
             self.last_line = now
-            left = (p.n - p.done) / p.samples_per_s if p.samples_per_s > 0 else float("nan")
-            console.print(f"generate: {p.done}/{p.n} samples, {rate}, {p.workers} worker(s), elapsed {p.elapsed_s:.0f} s, "
-                          f"ETA {left:.0f} s" + (f", {faults}" if faults else ""), highlight=False, markup=False)
+            eta = ""  # none before the first commit (no rate yet) and none at the end
+            if p.done < p.n and p.samples_per_s > 0:
+                eta = f", ETA {math.ceil((p.n - p.done) / p.samples_per_s)} s"
+            console.print(f"generate: {p.done}/{p.n} samples, {rate}, {p.workers} worker(s), elapsed {p.elapsed_s:.0f} s"
+                          + eta + (f", {faults}" if faults else ""), highlight=False, markup=False)
 
     def stop(self) -> None:
         if self.task is not None:
