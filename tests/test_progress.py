@@ -35,7 +35,7 @@ def test_an_unknown_total_still_reports_where_it_stopped(monkeypatch):
     with _bar_into(out, monkeypatch, every_s=3600) as bar:
         for _ in range(3):
             bar.advance()
-    assert out.getvalue().splitlines() == [out.getvalue().splitlines()[0]]
+    assert len(out.getvalue().splitlines()) == 1  # no interval passed: only the line at the end
     assert out.getvalue().startswith("sample dpmpp x10: 3 images, elapsed ")
 
 

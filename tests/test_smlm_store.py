@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from conftest import uncommit
 from factory import query
 from factory.cli import app
+from factory.data import FrameConfig, FrameDataset, FrameNormalization
 from factory.diffusion import checkpoint
 from factory.diffusion.kinds import ModelKind
-from factory.data import FrameConfig, FrameDataset, FrameNormalization
 from factory.pipeline.driver import generate
 from factory.pipeline.spec import ClusterConfig, GenerateConfig, Product
 from factory.smlm import CameraMaps, SmlmParams

@@ -1,14 +1,13 @@
 """``factory generate``: make N samples on Ray into a Zarr v3 + Parquet store (local folder or object storage)."""
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import typer
 
 from factory.cli.app import command, console
-from factory.cli.progress import LOG_EVERY_S
+from factory.cli.progress import LOG_EVERY_S, eta_text
 from factory.diffusion.sampler_config import SamplerKind  # torch-free
 from factory.pipeline.spec import DEFAULT_STORE, Product
 from factory.structures.config import StructureKind
@@ -38,11 +37,9 @@ class ProgressView:
         now = time.monotonic()
         if now - self.last_line >= LOG_EVERY_S or p.done == p.n:
             self.last_line = now
-            eta = ""  # none before the first commit (no rate yet) and none at the end
-            if p.done < p.n and p.samples_per_s > 0:
-                eta = f", ETA {math.ceil((p.n - p.done) / p.samples_per_s)} s"
             console.print(f"generate: {p.done}/{p.n} samples, {rate}, {p.workers} worker(s), elapsed {p.elapsed_s:.0f} s"
-                          + eta + (f", {faults}" if faults else ""), highlight=False, markup=False)
+                          + eta_text(p.done, p.n, p.samples_per_s) + (f", {faults}" if faults else ""),
+                          highlight=False, markup=False)
 
     def stop(self) -> None:
         if self.task is not None:

@@ -14,6 +14,13 @@ from factory.cli.app import console
 LOG_EVERY_S = 10.0  # progress line interval when stderr is not a terminal (a log file)
 
 
+def eta_text(done: float, total: float | None, rate: float) -> str:
+    """", ETA N s" while work is left and a rate is known; "" before the first unit and once done."""
+    if total is None or rate <= 0 or done >= total:
+        return ""
+    return f", ETA {math.ceil((total - done) / rate)} s"
+
+
 class Bar:
     """``with Bar("restore K=8", "frames", total=F) as bar: bar.update(done)`` (or ``bar.advance(k)``).
 
@@ -64,8 +71,6 @@ class Bar:
         elapsed = self.last_line - self.t0
         of = f"/{self.total:.0f}" if self.total is not None else ""
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = ""
-        if self.total is not None and rate > 0 and self.done < self.total:
-            eta = f", ETA {math.ceil((self.total - self.done) / rate)} s"
+        eta = eta_text(self.done, self.total, rate)
         console.print(f"{self.label}: {self.done:.0f}{of} {self.unit}, elapsed {elapsed:.0f} s{eta}",
                       highlight=False, markup=False)

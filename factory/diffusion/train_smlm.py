@@ -155,6 +155,7 @@ def train_smlm(cfg: SmlmTrainConfig, train: SmlmSource, holdout: SmlmSource, con
     elif out.is_file() and "schedule_search" in checkpoint.load(out, kind=ModelKind.sr3).card:
         return out  # complete and searched: nothing to do
     ema = state.ema.eval()
+
     def report(i: int, n: int, row: dict) -> None:
         if console is not None:
             console.print(f"schedule search {i}/{n}: {row['sampler']} x{row['steps']}, final gamma {row['final_gamma']:g}: "
